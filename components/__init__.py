@@ -1,0 +1,1 @@
+"""emoreason: explainable speech emotion recognition, from raw audio to a served model."""

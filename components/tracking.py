@@ -1,0 +1,119 @@
+"""MLflow tracking: one parent run per pipeline run, one child run per stage.
+
+The Prefect flow creates the parent and passes its id in EMOREASON_PARENT_RUN_ID. Under a plain
+`dvc repro` each stage is its own process, so the parent is found (or created) by a pipeline
+key: the git commit plus the hash of params.yaml and dvc.yaml. Stages of one configuration
+thus land under one parent, whichever way the pipeline was started.
+"""
+import contextlib
+import hashlib
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+from components.config import TrackingConfig
+
+PARENT_ENV = "EMOREASON_PARENT_RUN_ID"
+DEFAULT_DB = "mlflow.db"
+DEFAULT_ARTIFACTS = "mlartifacts"
+
+
+def tracking_uri(cfg: TrackingConfig) -> str:
+    """params > $MLFLOW_TRACKING_URI > a SQLite file in the working directory."""
+    return cfg.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{DEFAULT_DB}"
+
+
+def git_commit(cwd: Path | str = ".") -> str:
+    """The current commit, with '-dirty' when the tree has changes; 'unknown' outside git."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("-dirty" if dirty else "")
+
+
+def pipeline_key(project: Path | str = ".") -> str:
+    """Identifies one pipeline configuration: commit + params.yaml + dvc.yaml."""
+    digest = hashlib.sha256(git_commit(project).encode())
+    for name in ("params.yaml", "dvc.yaml"):
+        path = Path(project) / name
+        digest.update(path.read_bytes() if path.exists() else b"")
+    return digest.hexdigest()[:16]
+
+
+def _setup(cfg: TrackingConfig) -> str:
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri(cfg))
+    experiment = mlflow.get_experiment_by_name(cfg.experiment)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = None
+    uri = tracking_uri(cfg)
+    if uri.startswith("sqlite:///"):  # artifacts beside the database, not in the server's cwd
+        location = (Path(uri[len("sqlite:///"):]).resolve().parent / DEFAULT_ARTIFACTS).as_uri()
+    return mlflow.create_experiment(cfg.experiment, artifact_location=location)
+
+
+def start_pipeline_run(cfg: TrackingConfig, key: str, name: str | None = None) -> str:
+    """Create a new parent run for one pipeline run; returns its id (the run is left open)."""
+    import mlflow
+
+    experiment_id = _setup(cfg)
+    client = mlflow.MlflowClient()
+    run = client.create_run(
+        experiment_id, run_name=name or f"pipeline-{key[:8]}",
+        tags={"emoreason.kind": "pipeline", "emoreason.pipeline_key": key,
+              "git_commit": git_commit()},
+    )
+    return run.info.run_id
+
+
+def find_or_create_parent(cfg: TrackingConfig, key: str) -> str:
+    """The parent run id from the environment, else the newest parent with this key."""
+    import mlflow
+
+    if os.environ.get(PARENT_ENV):
+        return os.environ[PARENT_ENV]
+    experiment_id = _setup(cfg)
+    found = mlflow.search_runs(
+        [experiment_id], filter_string=f"tags.`emoreason.pipeline_key` = '{key}'",
+        order_by=["attributes.start_time DESC"], max_results=1, output_format="list",
+    )
+    return found[0].info.run_id if found else start_pipeline_run(cfg, key)
+
+
+def _flatten(prefix: str, value: object, out: dict) -> dict:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = str(value)[:500]
+    return out
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, cfg: TrackingConfig, params: dict | None = None) -> Iterator[object]:
+    """A child run for one stage under the pipeline's parent, tagged with commit and params."""
+    import mlflow
+
+    parent = find_or_create_parent(cfg, pipeline_key())
+    with mlflow.start_run(
+        run_name=stage, parent_run_id=parent, experiment_id=_setup(cfg),
+        tags={"emoreason.kind": "stage", "emoreason.stage": stage, "git_commit": git_commit()},
+    ) as run:
+        if params:
+            mlflow.log_params(_flatten(stage, params, {}))
+        yield run
+
+
+def finish_pipeline_run(cfg: TrackingConfig, run_id: str, success: bool) -> None:
+    """Close a parent run opened by `start_pipeline_run`."""
+    import mlflow
+
+    _setup(cfg)
+    mlflow.MlflowClient().set_terminated(run_id, "FINISHED" if success else "FAILED")

@@ -1,0 +1,90 @@
+"""One small run of the whole pipeline through the Prefect flow, then `dvc repro` again.
+
+It proves the stages fit together: the flow runs every dvc.yaml stage in order, gates publish
+their results as Prefect artifacts, MLflow gets one parent with a child per stage, and a second
+`dvc repro` has nothing to do.
+"""
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+BIN = str(Path(sys.executable).parent)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A copy of the project with a tiny demo corpus, as its own DVC project."""
+    root = tmp_path_factory.mktemp("project")
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(REPO / name, root / name)
+    shutil.copytree(REPO / "components", root / "components",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["prepare"]["demo"].update(n_clips=24, n_speakers=4)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=root, env=env, check=True)
+    return root, env
+
+
+def test_flow_runs_all_stages_then_dvc_has_nothing_to_do(project, monkeypatch):
+    from prefect.client.orchestration import get_client
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.ser_pipeline import pipeline_stages, ser_pipeline
+
+    root, env = project
+    monkeypatch.setenv("PATH", env["PATH"])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    stages = pipeline_stages(root)
+    assert stages[:2] == ["prepare", "manifest_gate"]
+
+    async def artifacts():
+        async with get_client() as client:
+            return await client.read_artifacts()
+
+    with prefect_test_harness(server_startup_timeout=120):
+        done = ser_pipeline(project_dir=str(root))
+        published = asyncio.run(artifacts())
+    assert done == stages
+
+    manifest = pd.read_parquet(root / "data" / "prepared" / "manifest.parquet")
+    gated = pd.read_parquet(root / "data" / "gated" / "manifest.parquet")
+    assert len(manifest) == 24 and len(gated) == 24
+    assert (root / "reports" / "manifest_gate" / "result.json").exists()
+    gate_artifacts = [a for a in published if a.key == "manifest-gate"]
+    assert gate_artifacts and "passed" in gate_artifacts[0].data
+
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    parents = [r for r in runs if r.data.tags.get("emoreason.kind") == "pipeline"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = {r.data.tags["emoreason.stage"] for r in runs
+                if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id}
+    assert children == set(stages)
+
+    again = subprocess.run(["dvc", "repro"], cwd=root, env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert "didn't change, skipping" in again.stdout or "up to date" in again.stdout
+    assert "Running stage" not in again.stdout
+
+
+def test_a_failing_gate_stops_dvc_with_the_failed_expectation(project):
+    root, env = project
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["manifest_gate"]["max_duration_s"] = 0.5  # every demo clip is longer
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    proc = subprocess.run(["dvc", "repro"], cwd=root, env=env, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "duration_s" in proc.stdout + proc.stderr

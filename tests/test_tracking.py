@@ -1,0 +1,41 @@
+"""MLflow: stages of one configuration share a parent run; the flow's parent id wins."""
+import mlflow
+
+from components.config import TrackingConfig
+from components.tracking import PARENT_ENV, stage_run, start_pipeline_run
+
+
+def _children(parent_id):
+    return mlflow.search_runs(search_all_experiments=True, output_format="list",
+                              filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
+
+
+def test_stages_without_a_flow_share_one_parent_per_configuration(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # no git repo, no params.yaml: a stable key
+    cfg = TrackingConfig(experiment="test-tracking-key")
+    with stage_run("prepare", cfg, {"a": {"b": 1}}) as first:
+        mlflow.log_metric("rows", 3)
+    with stage_run("manifest_gate", cfg) as second:
+        pass
+    run1 = mlflow.get_run(first.info.run_id)
+    run2 = mlflow.get_run(second.info.run_id)
+    parent = run1.data.tags["mlflow.parentRunId"]
+    assert parent == run2.data.tags["mlflow.parentRunId"]
+    assert run1.data.params == {"prepare.a.b": "1"}
+    assert run1.data.metrics["rows"] == 3
+    assert run1.data.tags["emoreason.stage"] == "prepare"
+    assert mlflow.get_run(parent).data.tags["emoreason.kind"] == "pipeline"
+    (tmp_path / "params.yaml").write_text("base: {seed: 2}\n")  # a new configuration
+    with stage_run("prepare", cfg) as third:
+        pass
+    assert mlflow.get_run(third.info.run_id).data.tags["mlflow.parentRunId"] != parent
+
+
+def test_parent_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    cfg = TrackingConfig(experiment="test-tracking-env")
+    parent = start_pipeline_run(cfg, "k" * 16)
+    monkeypatch.setenv(PARENT_ENV, parent)
+    with stage_run("prepare", cfg):
+        pass
+    assert [r.data.tags["emoreason.stage"] for r in _children(parent)] == ["prepare"]
