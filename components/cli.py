@@ -29,16 +29,19 @@ def cmd_prepare(args: argparse.Namespace, params: Params) -> None:
 
 
 def cmd_gate_manifest(args: argparse.Namespace, params: Params) -> None:
-    from components.gates.manifest_gate import raise_if_failed, run_manifest_gate
+    from components.config import as_dict
+    from components.gates.gx_report import raise_if_failed
+    from components.gates.manifest_gate import run_manifest_gate
+    from components.gates.tracked import run_tracked_gate
 
     cfg = params.manifest_gate
-    if args.manifest:
-        cfg.manifest = args.manifest
-    if args.out:
-        cfg.out = args.out
-    if args.report_dir:
-        cfg.report_dir = args.report_dir
-    result = run_manifest_gate(Path(cfg.manifest), cfg, _path(args.data_root))
+    cfg.manifest = args.manifest or cfg.manifest
+    cfg.out = args.out or cfg.out
+    cfg.report_dir = args.report_dir or cfg.report_dir
+    result = run_tracked_gate(
+        "manifest_gate", params.tracking, {"manifest_gate": as_dict(cfg)},
+        lambda: run_manifest_gate(Path(cfg.manifest), cfg, _path(args.data_root)),
+    )
     print(f"manifest gate: {'passed' if result.success else 'FAILED'}: {result.n_rows} rows, "
           f"{result.n_quarantined} quarantined; report {result.report_path}")
     raise_if_failed(result)
