@@ -47,6 +47,34 @@ def cmd_gate_manifest(args: argparse.Namespace, params: Params) -> None:
     raise_if_failed(result)
 
 
+def cmd_features(args: argparse.Namespace, params: Params) -> None:
+    from components.features.stage import run_features
+
+    cfg = params.features
+    cfg.engine = args.engine or cfg.engine
+    cfg.workers = args.workers or cfg.workers
+    cfg.asr = args.asr or cfg.asr
+    run_features(params, Path(args.manifest or cfg.manifest), Path(args.out or cfg.out),
+                 _path(args.levels or cfg.levels))
+
+
+def cmd_gate_features(args: argparse.Namespace, params: Params) -> None:
+    from components.config import as_dict
+    from components.gates.features_gate import run_features_gate
+    from components.gates.gx_report import raise_if_failed
+    from components.gates.tracked import run_tracked_gate
+
+    cfg = params.features_gate
+    cfg.features = args.features or cfg.features
+    cfg.manifest = args.manifest or cfg.manifest
+    cfg.report_dir = args.report_dir or cfg.report_dir
+    result = run_tracked_gate("features_gate", params.tracking, {"features_gate": as_dict(cfg)},
+                              lambda: run_features_gate(cfg))
+    print(f"features gate: {'passed' if result.success else 'FAILED'}: {result.n_rows} rows, "
+          f"{result.n_quarantined} quarantined; report {result.report_path}")
+    raise_if_failed(result)
+
+
 def cmd_model_prepare(args: argparse.Namespace, params: Params) -> None:
     from components.models.bundled import resolve_model
 
@@ -97,6 +125,34 @@ def build_parser() -> argparse.ArgumentParser:
     gm.add_argument("--out", help="gated manifest folder (default manifest_gate.out)")
     gm.add_argument("--report-dir", help="report folder (default manifest_gate.report_dir)")
     gm.set_defaults(func=cmd_gate_manifest)
+    gf = gsub.add_parser(
+        "features", help="validate features.parquet against its manifest",
+        description="Great Expectations suite over the features: coverage of the manifest, "
+                    "no missing required values, F0 within bounds, levels in their sets, 88 "
+                    "eGeMAPS values, bounded shares of too_short/uncertain intonation. Writes "
+                    "result.json, quarantine.csv and Data Docs; exits non-zero on failure.",
+    )
+    gf.add_argument("--features", help="features.parquet (default features_gate.features)")
+    gf.add_argument("--manifest", help="its manifest (default features_gate.manifest)")
+    gf.add_argument("--report-dir", help="report folder (default features_gate.report_dir)")
+    gf.set_defaults(func=cmd_gate_features)
+
+    fe = sub.add_parser(
+        "features", help="prosody, eGeMAPS, transcripts, levels, captions, encoder inputs",
+        description="Per clip, in parallel and cached by content: Praat F0 (two passes around "
+                    "the speaker median), energy, rate, pauses, jitter/shimmer/HNR, intonation; "
+                    "88 eGeMAPS functionals (openSMILE); the reference transcript or ASR; "
+                    "frame features for the audio encoder. Levels use tertile cut points "
+                    "fitted on the training split (or --levels). Writes features.parquet, "
+                    "levels.json, frames/ and summary.json.",
+    )
+    fe.add_argument("--manifest", help="gated manifest (default features.manifest)")
+    fe.add_argument("--out", help="output folder (default features.out)")
+    fe.add_argument("--levels", help="reuse these level cut points instead of fitting them")
+    fe.add_argument("--engine", choices=["process", "ray"], help="default features.engine")
+    fe.add_argument("--workers", type=int, help="parallel workers (default features.workers)")
+    fe.add_argument("--asr", help="pocketsphinx or whisper:<model> (default features.asr)")
+    fe.set_defaults(func=cmd_features)
 
     m = sub.add_parser("model", help="language models")
     msub = m.add_subparsers(dest="model_command", required=True)

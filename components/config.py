@@ -86,6 +86,41 @@ class ManifestGateConfig:
 
 
 @dataclass
+class FeaturesConfig:
+    manifest: str = "data/gated/manifest.parquet"
+    out: str = "data/features"
+    levels: str | None = None
+    """A levels.json to reuse (dev/test-only manifests, serving); None fits the cut points
+    on this manifest's training split."""
+    engine: str = "process"
+    """process (a local process pool) or ray (Ray Data; a cluster when ray_address is set)."""
+    workers: int = 2
+    ray_address: str | None = None
+    asr: str = "pocketsphinx"
+    """Transcriber for clips without a reference: pocketsphinx or whisper:<model id or path>."""
+    asr_on_reference: bool = False
+    """Also transcribe clips that have a reference, to report the ASR's WER."""
+    frames: bool = True
+    """Write the frame-level encoder inputs (log-mel + log-F0 + voicing + energy) as shards."""
+    shard_size: int = 256
+    cache_dir: str = ".emoreason/cache/features"
+    """Content-hash cache of finished clips, outside DVC outputs so it survives re-runs."""
+
+
+@dataclass
+class FeaturesGateConfig:
+    features: str = "data/features/features.parquet"
+    manifest: str = "data/gated/manifest.parquet"
+    report_dir: str = "reports/features_gate"
+    f0_min_hz: float = 50.0
+    f0_max_hz: float = 600.0
+    max_too_short_share: float = 0.05
+    max_uncertain_share: float = 0.35
+    max_unusable_share: float = 0.05
+    """Rows without a usable F0, energy or eGeMAPS go to quarantine.csv; more than this fails."""
+
+
+@dataclass
 class TrackingConfig:
     tracking_uri: str | None = None
     """None: $MLFLOW_TRACKING_URI, else a SQLite file in the project (mlflow.db)."""
@@ -104,6 +139,8 @@ class Params:
     base: BaseConfig = field(default_factory=BaseConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     manifest_gate: ManifestGateConfig = field(default_factory=ManifestGateConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    features_gate: FeaturesGateConfig = field(default_factory=FeaturesGateConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
 

@@ -48,8 +48,9 @@ def gate_markdown(stage: str, result: dict) -> str:
             lines.append(f"- {key}: {result[key]}")
     lines += ["", "| expectation | column | success | observed |", "|---|---|---|---|"]
     for exp in result.get("expectations", []):
-        observed = str(exp.get("observed", ""))[:80].replace("|", "/")
-        lines.append(f"| {exp.get('type', '')} | {exp.get('column', '')} | "
+        observed = str(exp.get("observed_value", exp.get("unexpected_count", "")))
+        observed = observed[:80].replace("|", "/")
+        lines.append(f"| {exp.get('expectation', '')} | {exp.get('column') or ''} | "
                      f"{exp.get('success')} | {observed} |")
     return "\n".join(lines)
 

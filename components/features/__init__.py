@@ -1,0 +1,12 @@
+"""The features stage's per-utterance extractors.
+
+- `prosody`: F0 track, prosody measurements and intonation contour (Praat via parselmouth);
+- `egemaps`: the 88 eGeMAPS v02 functionals (openSMILE);
+- `asr`: transcripts (PocketSphinx or Whisper) and word error rate;
+- `frames`: the frame-level encoder input and its shard files;
+- `levels`: low/normal/high levels from cut points fitted on the training split;
+- `captions`: a short text caption of the prosody of a clip.
+
+Each works on one utterance (or one table) and returns plain dicts or numpy arrays; the stage
+runner adds parallelism, caching and files.
+"""

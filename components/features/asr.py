@@ -1,0 +1,151 @@
+"""Transcripts for corpora without a reference: offline PocketSphinx by default, Whisper when
+configured; and word error rate to score either against a reference.
+
+A spec names the engine: `pocketsphinx` (the English model bundled with the package) or
+`whisper:<hub id or local folder>` (transformers; a hub id needs the model in the local cache
+or a network).
+"""
+from __future__ import annotations
+
+import re
+from typing import Protocol
+
+import numpy as np
+
+SR = 16000
+WHISPER_CHUNK_S = 30.0
+"""Whisper hears at most 30 s at once; longer audio is transcribed in 30 s pieces."""
+WHISPER_MAX_NEW_TOKENS = 200
+
+
+class Transcriber(Protocol):
+    spec: str
+
+    def transcribe(self, audio16k: np.ndarray) -> tuple[str, float]:
+        """(text, confidence in [0, 1]) for 16 kHz mono float audio."""
+
+
+def _check_audio(audio16k: np.ndarray) -> np.ndarray:
+    audio = np.asarray(audio16k, dtype=np.float32)
+    if audio.ndim != 1:
+        raise ValueError(f"audio must be 16 kHz mono (1-D), got shape {audio.shape}")
+    if not np.all(np.isfinite(audio)):
+        raise ValueError("audio has non-finite samples")
+    return audio
+
+
+class PocketSphinxTranscriber:
+    """PocketSphinx 5 with its bundled US English acoustic model, dictionary and LM.
+
+    Confidence is the mean posterior probability of the recognised words (from the word
+    lattice, `Segment.prob`); silences, fillers and sentence markers are left out. The
+    whole-hypothesis posterior (`Decoder.get_prob`) is not used: it shrinks with every word,
+    so it says more about the length of a clip than about how sure the decoder was.
+    """
+
+    def __init__(self) -> None:
+        from pocketsphinx import Decoder
+
+        self.spec = "pocketsphinx"
+        self._decoder = Decoder(samprate=SR, loglevel="FATAL")
+
+    def transcribe(self, audio16k: np.ndarray) -> tuple[str, float]:
+        audio = _check_audio(audio16k)
+        if len(audio) == 0:
+            return "", 0.0
+        pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+        self._decoder.start_utt()
+        self._decoder.process_raw(pcm)
+        self._decoder.end_utt()
+        hyp = self._decoder.hyp()
+        if hyp is None:
+            return "", 0.0
+        posteriors = [
+            min(max(seg.prob, 0.0), 1.0)
+            for seg in self._decoder.seg()
+            if not seg.word.startswith(("<", "[", "+"))
+        ]
+        text = hyp.hypstr.strip()
+        return text, float(np.mean(posteriors)) if posteriors and text else 0.0
+
+
+class WhisperTranscriber:
+    """Whisper through transformers: English, transcribe task, greedy decoding.
+
+    Confidence is the mean probability of the generated tokens (the end token included),
+    averaged over 30 s pieces for longer audio.
+    """
+
+    def __init__(self, model: str) -> None:
+        import torch
+        from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+        self.spec = f"whisper:{model}"
+        self._torch = torch
+        self._device = "cuda" if torch.cuda.is_available() else "cpu"
+        self._processor = WhisperProcessor.from_pretrained(model)
+        self._model = WhisperForConditionalGeneration.from_pretrained(model).to(self._device).eval()
+        config = self._model.generation_config
+        self._prompt = {"language": "en", "task": "transcribe"} if getattr(config, "is_multilingual", False) else {}
+        room = self._model.config.max_target_positions - 4  # start, language, task, no-timestamps
+        self._max_new_tokens = max(1, min(WHISPER_MAX_NEW_TOKENS, room))
+
+    def _transcribe_piece(self, piece: np.ndarray) -> tuple[str, list[float]]:
+        features = self._processor(piece, sampling_rate=SR, return_tensors="pt").input_features
+        with self._torch.inference_mode():
+            out = self._model.generate(
+                features.to(self._device, self._model.dtype),
+                do_sample=False,
+                num_beams=1,
+                max_new_tokens=self._max_new_tokens,
+                return_dict_in_generate=True,
+                output_scores=True,
+                **self._prompt,
+            )
+            logprobs = self._model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
+        text = self._processor.batch_decode(out.sequences, skip_special_tokens=True)[0].strip()
+        return text, logprobs[0].float().exp().cpu().tolist()
+
+    def transcribe(self, audio16k: np.ndarray) -> tuple[str, float]:
+        audio = _check_audio(audio16k)
+        step = int(WHISPER_CHUNK_S * SR)
+        texts, probs = [], []
+        for start in range(0, max(len(audio), 1), step):
+            text, piece_probs = self._transcribe_piece(audio[start : start + step])
+            texts.append(text)
+            probs += piece_probs
+        confidence = float(np.mean(probs)) if probs else 0.0
+        return " ".join(t for t in texts if t), min(max(confidence, 0.0), 1.0)
+
+
+def make_transcriber(spec: str = "pocketsphinx") -> Transcriber:
+    """A transcriber from its spec: `pocketsphinx` or `whisper:<model id or folder>`."""
+    engine, _, model = spec.partition(":")
+    if engine == "pocketsphinx" and not model:
+        return PocketSphinxTranscriber()
+    if engine == "whisper" and model:
+        return WhisperTranscriber(model)
+    raise ValueError(f"unknown ASR spec {spec!r}: use 'pocketsphinx' or 'whisper:<model id or folder>'")
+
+
+def normalise_words(text: str) -> list[str]:
+    """Lowercase words with punctuation removed (apostrophes inside words are kept)."""
+    words = re.sub(r"[^\w']+", " ", text.lower()).split()
+    return [w for w in (w.strip("'") for w in words) if w]
+
+
+def word_error_rate(ref: str, hyp: str) -> float:
+    """(substitutions + deletions + insertions) / reference words, after `normalise_words`.
+
+    An empty reference has no defined WER: a ValueError.
+    """
+    r, h = normalise_words(ref), normalise_words(hyp)
+    if not r:
+        raise ValueError("word error rate needs a non-empty reference")
+    previous = list(range(len(h) + 1))
+    for i, rw in enumerate(r, start=1):
+        current = [i] + [0] * len(h)
+        for j, hw in enumerate(h, start=1):
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (rw != hw))
+        previous = current
+    return previous[-1] / len(r)
