@@ -9,7 +9,7 @@ export GX_ANALYTICS_ENABLED := false
 export RAY_AUTH_MODE := disabled
 export DO_NOT_TRACK := 1
 
-.PHONY: install model demo test test-all bench clean
+.PHONY: install model demo test bench clean
 
 $(STAMP): requirements/lock.txt pyproject.toml
 	python3 -m venv $(VENV)
@@ -33,6 +33,7 @@ test: install
 
 bench: install
 	$(PY) benchmarks/bench_prepare.py
+	$(PY) benchmarks/bench_features.py
 
 clean:
 	rm -rf data reports mlflow.db mlartifacts

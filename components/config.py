@@ -121,6 +121,76 @@ class FeaturesGateConfig:
 
 
 @dataclass
+class TeacherConfig:
+    openai_base_url: str = "http://127.0.0.1:8000/v1"
+    """Any OpenAI-compatible chat endpoint (vLLM, Ollama, a hosted API)."""
+    openai_model: str = "Qwen/Qwen2.5-7B-Instruct"
+    openai_api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the API key (never the key itself)."""
+    openai_concurrency: int = 8
+    openai_timeout_s: float = 60.0
+    openai_max_retries: int = 3
+    hf_model: str = "bundled:smollm2-135m-instruct"
+    """A `bundled:` name, a local folder or a hub id (see model.name)."""
+    hf_batch_size: int = 8
+    max_new_tokens: int = 180
+    temperature: float = 0.7
+    top_p: float = 0.9
+
+
+@dataclass
+class VerifyConfig:
+    min_words: int = 30
+    max_words: int = 120
+    lead_words: int = 4
+    """The label (or a word of its family) must not appear among the first words."""
+    min_grounding: float = 0.5
+    """Share of the rationale's acoustic claims that match the measured levels."""
+    min_claims: int = 1
+    """A rationale must make at least this many acoustic claims."""
+
+
+@dataclass
+class StarConfig:
+    enabled: bool = False
+    """Bootstrap: generate without the label, keep what implies the right label, rationalize
+    the rest with the label as a hint."""
+    iterations: int = 2
+
+
+@dataclass
+class DistillConfig:
+    features: str = "data/features/features.parquet"
+    manifest: str = "data/gated/manifest.parquet"
+    out: str = "data/distill"
+    backend: str = "hf"
+    """First teacher: openai, hf or template."""
+    fallback: list[str] = field(default_factory=lambda: ["template"])
+    """Backends tried in order for clips whose rationale still fails after the retries."""
+    prompt_version: str = "teacher_v1"
+    retries: int = 1
+    """Retries with a hint naming the problem, per backend."""
+    splits: list[str] = field(default_factory=lambda: ["train"])
+    max_clips: int | None = None
+    """Cap on clips (a quick look); None takes every clip with a consensus label."""
+    cache: str = ".emoreason/cache/distill/rationales.jsonl"
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
+    star: StarConfig = field(default_factory=StarConfig)
+
+
+@dataclass
+class RationalesGateConfig:
+    rationales: str = "data/distill/rationales.jsonl"
+    manifest: str = "data/gated/manifest.parquet"
+    report_dir: str = "reports/rationales_gate"
+    min_keep_rate: float = 0.6
+    min_grounding: float = 0.5
+    max_label_tv_distance: float = 0.2
+    """Total variation distance between the kept rationales' labels and the manifest's."""
+
+
+@dataclass
 class TrackingConfig:
     tracking_uri: str | None = None
     """None: $MLFLOW_TRACKING_URI, else a SQLite file in the project (mlflow.db)."""
@@ -141,6 +211,8 @@ class Params:
     manifest_gate: ManifestGateConfig = field(default_factory=ManifestGateConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     features_gate: FeaturesGateConfig = field(default_factory=FeaturesGateConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    rationales_gate: RationalesGateConfig = field(default_factory=RationalesGateConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
 
