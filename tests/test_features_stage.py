@@ -184,3 +184,24 @@ def test_ray_engine_gives_the_same_results_as_the_process_pool(corpus, tmp_path)
     assert [r["f0_median_hz"] for r in on_ray] == pytest.approx([r["f0_median_hz"] for r in local])
     with pytest.raises(ValueError, match="features.engine"):
         run_parallel(clip_f0_median, jobs, FeaturesConfig(engine="spark"), "f0")
+
+
+def test_clips_without_a_reference_are_transcribed_and_wer_is_kept_when_asked(corpus,
+                                                                              tmp_path):
+    root, df = corpus
+    two = df.head(2).copy()
+    two.loc[0, "transcript"] = ""
+    feats, _ = build_features(two, root / "audio",
+                              _params(tmp_path, frames=False, asr_on_reference=True).features,
+                              tmp_path, levels=_levels_for(df, root, tmp_path))
+    asr_row, ref_row = feats.iloc[0], feats.iloc[1]
+    assert asr_row["transcript_source"] == "asr:pocketsphinx"
+    assert 0.0 <= asr_row["asr_confidence"] <= 1.0 and np.isnan(asr_row["asr_wer"])
+    assert ref_row["transcript_source"] == "reference"
+    assert ref_row["transcript"] == two.iloc[1]["transcript"]
+    assert ref_row["asr_wer"] >= 0.0  # never asserting what PocketSphinx hears in eSpeak
+
+
+def _levels_for(df, root, tmp_path):
+    params = _params(tmp_path / "levels", frames=False)
+    return build_features(df, root / "audio", params.features, tmp_path)[1]

@@ -21,7 +21,7 @@ import numpy as np
 
 from components.audio_io import AudioReadError, read_audio
 
-EXTRACTOR_VERSION = "1"
+EXTRACTOR_VERSION = "2"
 """Bump when a measurement changes, so cached results are not reused."""
 
 RENAMED = {"jitter_local": "jitter", "shimmer_local": "shimmer", "contour": "intonation"}
@@ -149,9 +149,7 @@ def _measure(job: ClipJob) -> tuple[dict, np.ndarray | None]:
                    transcript_source="reference" if job.reference else "none",
                    flags=[f"audio_unreadable ({exc})"], rate_source="none", n_frames=0)
         return row, None
-    track = f0_track(audio, sr, job.speaker_f0_median_hz)
-    prosody = measure_prosody(audio, sr, job.reference or None, track=track)
-    flags = list(prosody.pop("flags"))
+    flags: list[str] = []
     transcript, source, confidence, wer = job.reference, "reference", math.nan, math.nan
     if not job.reference or job.asr_on_reference:
         text, confidence = _transcriber(job.asr).transcribe(audio)
@@ -161,10 +159,10 @@ def _measure(job: ClipJob) -> tuple[dict, np.ndarray | None]:
             transcript, source = text, f"asr:{job.asr}"
             if not text.strip():
                 flags.append("transcript:asr_empty")
-            # without a reference the rate comes from the recognised words, when there are any
-            if text.strip():
-                prosody = measure_prosody(audio, sr, text, track=track)
-                prosody.pop("flags")
+    track = f0_track(audio, sr, job.speaker_f0_median_hz)
+    # the rate counts the transcript's syllables (the recognised words without a reference)
+    prosody = measure_prosody(audio, sr, transcript or None, track=track)
+    flags = list(prosody.pop("flags")) + flags
     egemaps = egemaps_functionals(audio, sr)
     if not np.all(np.isfinite(egemaps)):
         flags.append("egemaps:non_finite")

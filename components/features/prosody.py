@@ -146,20 +146,19 @@ def _praat_pitch_on_grid(snd: parselmouth.Sound, n: int, floor: float, ceiling: 
     if snd.duration < 3.0 / floor + HOP_S:  # Praat needs three periods of the floor
         return np.full(n, np.nan)
     pitch = snd.to_pitch_ac(time_step=HOP_S, pitch_floor=floor, pitch_ceiling=ceiling)
-    log_f0 = np.log(np.where(pitch.selected_array["frequency"] > 0, pitch.selected_array["frequency"], np.nan))
+    hz = pitch.selected_array["frequency"]
+    log_f0 = np.concatenate([[np.nan], np.log(np.where(hz > 0, hz, np.nan)), [np.nan]])
     position = (np.arange(n) * HOP_S - pitch.xs()[0]) / HOP_S
     left = np.floor(position).astype(int)
-    weight = position - left  # weight of the right-hand Praat frame
-    out = np.full(n, np.nan)
-    for i in np.flatnonzero((left >= -1) & (left < len(log_f0))):
-        a = log_f0[left[i]] if left[i] >= 0 else np.nan
-        b = log_f0[left[i] + 1] if left[i] + 1 < len(log_f0) else np.nan
-        if np.isfinite(a) and np.isfinite(b):
-            out[i] = (1 - weight[i]) * a + weight[i] * b
-        elif np.isfinite(a) and weight[i] <= 0.5 + 1e-6:
-            out[i] = a
-        elif np.isfinite(b) and weight[i] >= 0.5 - 1e-6:
-            out[i] = b
+    weight = position - left  # of the right-hand Praat frame
+    a = log_f0[np.clip(left + 1, 0, len(log_f0) - 1)]
+    b = log_f0[np.clip(left + 2, 0, len(log_f0) - 1)]
+    tie = 1e-6
+    out = np.where(
+        np.isfinite(a) & np.isfinite(b),
+        (1 - weight) * a + weight * b,
+        np.where(np.isfinite(a) & (weight <= 0.5 + tie), a, np.where(np.isfinite(b) & (weight >= 0.5 - tie), b, np.nan)),
+    )
     return np.exp(out)
 
 
@@ -187,7 +186,8 @@ def f0_track(audio: np.ndarray, sr: int = SR, speaker_f0_median_hz: float | None
     Pass 1 searches 60-700 Hz. The reference median is the speaker's when given, else the
     clip's pass-1 median; pass-1 frames within a factor 1.8 of it give q15/q65, and pass 2
     searches 0.75*q15 .. 1.5*q65 (clamped to 50-800 Hz). Octave jumps left in pass 2 are
-    folded back against the local median.
+    folded back against the local median. A speaker median that is NaN or not positive (a
+    speaker with no voiced clip) counts as not given.
     """
     audio16k = as_16k_mono(audio, sr)
     n = n_frames(len(audio16k))
@@ -199,7 +199,8 @@ def f0_track(audio: np.ndarray, sr: int = SR, speaker_f0_median_hz: float | None
     voiced = first[np.isfinite(first)]
     if len(voiced) < MIN_VOICED_FRAMES:
         return F0Track(first, floor, ceiling)
-    reference = float(speaker_f0_median_hz or np.median(voiced))
+    usable = speaker_f0_median_hz is not None and math.isfinite(speaker_f0_median_hz) and speaker_f0_median_hz > 0
+    reference = float(speaker_f0_median_hz) if usable else float(np.median(voiced))
     near = voiced[(voiced > reference / REFERENCE_OCTAVE_FACTOR) & (voiced < reference * REFERENCE_OCTAVE_FACTOR)]
     if len(near) >= MIN_VOICED_FRAMES:
         voiced = near
@@ -330,8 +331,10 @@ def measure_prosody(
     speaker_f0_median_hz: float | None = None,
     track: F0Track | None = None,
 ) -> dict:
-    """Prosody of one utterance as a flat dict (fields: PROSODY_FIELDS plus f0_floor_hz,
-    f0_ceiling_hz, syllables, rate_source, contour, flags).
+    """Prosody of one utterance as a flat dict: PROSODY_FIELDS (floats, NaN + flag where not
+    measured), f0_floor_hz/f0_ceiling_hz (the second-pass F0 range), f0_octave_fixes (frames
+    folded back by `repair_octaves`), syllables (int, -1 when no rate was measured),
+    rate_source, contour (see `contour_class`) and flags (list of str).
 
     - F0 statistics over voiced frames: median/mean in Hz, p5/p95 in semitones re 100 Hz,
       range = p95 - p5, SD in semitones re the clip median.
@@ -340,7 +343,8 @@ def measure_prosody(
       between the first and the last speech frame (gaps under 100 ms do not count).
     - voiced_ratio: voiced share of the speech frames.
     - rate_sps: syllables per second of speech; syllables from the transcript
-      (rate_source "transcript") else voiced intensity peaks ("intensity_peaks").
+      (rate_source "transcript") else, when there is no transcript or it has no words, voiced
+      intensity peaks ("intensity_peaks").
     - jitter_local / shimmer_local as fractions, hnr_db in dB.
     Pass `track` (from `f0_track` on the same audio) to avoid computing F0 twice.
     """
@@ -361,6 +365,7 @@ def measure_prosody(
     elif len(track.f0_hz) != n:
         raise ValueError(f"F0 track has {len(track.f0_hz)} frames, the audio {n}")
     out["f0_floor_hz"], out["f0_ceiling_hz"] = track.floor_hz, track.ceiling_hz
+    out["f0_octave_fixes"] = track.n_octave_repaired
     out["syllables"], out["rate_source"], out["contour"] = -1, "none", contour_class(track.f0_hz)
 
     if silent:
@@ -385,10 +390,11 @@ def measure_prosody(
         flags += [f"{f}:{reason}" for f in ("f0_median_hz", "f0_mean_hz", "f0_p5_st", "f0_p95_st", "f0_range_st", "f0_sd_st")]
 
     snd = _praat_sound(audio16k)
+    text_syllables = count_syllables(transcript) if transcript else 0
     if out["speech_s"] < MIN_RATE_SPEECH_S:
         flags.append("rate_sps:too_short")
-    elif transcript and transcript.strip():
-        out["syllables"], out["rate_source"] = count_syllables(transcript), "transcript"
+    elif text_syllables:
+        out["syllables"], out["rate_source"] = text_syllables, "transcript"
     else:
         out["syllables"], out["rate_source"] = _syllable_nuclei(snd, track), "intensity_peaks"
     if out["rate_source"] != "none":
