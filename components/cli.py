@@ -75,6 +75,37 @@ def cmd_gate_features(args: argparse.Namespace, params: Params) -> None:
     raise_if_failed(result)
 
 
+def cmd_distill(args: argparse.Namespace, params: Params) -> None:
+    from components.distill.stage import run_distill
+
+    cfg = params.distill
+    if args.star:
+        cfg.star.enabled = True
+    if args.max_clips:
+        cfg.max_clips = args.max_clips
+    run_distill(params, Path(args.features or cfg.features), Path(args.manifest or cfg.manifest),
+                args.backend, Path(args.out or cfg.out))
+
+
+def cmd_gate_rationales(args: argparse.Namespace, params: Params) -> None:
+    from components.config import as_dict
+    from components.gates.gx_report import raise_if_failed
+    from components.gates.rationales_gate import run_rationales_gate
+    from components.gates.tracked import run_tracked_gate
+
+    cfg = params.rationales_gate
+    cfg.rationales = args.rationales or cfg.rationales
+    cfg.manifest = args.manifest or cfg.manifest
+    cfg.report_dir = args.report_dir or cfg.report_dir
+    result = run_tracked_gate(
+        "rationales_gate", params.tracking, {"rationales_gate": as_dict(cfg)},
+        lambda: run_rationales_gate(cfg, params.distill.verify, params.distill.splits),
+    )
+    print(f"rationales gate: {'passed' if result.success else 'FAILED'}: {result.n_rows} clips, "
+          f"{result.n_quarantined} without a kept rationale; report {result.report_path}")
+    raise_if_failed(result)
+
+
 def cmd_model_prepare(args: argparse.Namespace, params: Params) -> None:
     from components.models.bundled import resolve_model
 
@@ -136,6 +167,16 @@ def build_parser() -> argparse.ArgumentParser:
     gf.add_argument("--manifest", help="its manifest (default features_gate.manifest)")
     gf.add_argument("--report-dir", help="report folder (default features_gate.report_dir)")
     gf.set_defaults(func=cmd_gate_features)
+    gr = gsub.add_parser(
+        "rationales", help="validate rationales.jsonl against the training clips",
+        description="Great Expectations suite over the rationales: coverage of the training "
+                    "clips, keep rate, lengths, no leakage, grounding, and the kept labels' "
+                    "distribution against the manifest's. Exits non-zero on failure.",
+    )
+    gr.add_argument("--rationales", help="rationales.jsonl (default rationales_gate.rationales)")
+    gr.add_argument("--manifest", help="its manifest (default rationales_gate.manifest)")
+    gr.add_argument("--report-dir", help="report folder (default rationales_gate.report_dir)")
+    gr.set_defaults(func=cmd_gate_rationales)
 
     fe = sub.add_parser(
         "features", help="prosody, eGeMAPS, transcripts, levels, captions, encoder inputs",
@@ -153,6 +194,25 @@ def build_parser() -> argparse.ArgumentParser:
     fe.add_argument("--workers", type=int, help="parallel workers (default features.workers)")
     fe.add_argument("--asr", help="pocketsphinx or whisper:<model> (default features.asr)")
     fe.set_defaults(func=cmd_features)
+
+    d = sub.add_parser(
+        "distill", help="teacher rationales for the training clips, verified before kept",
+        description="A teacher (openai: any OpenAI-compatible endpoint; hf: a local "
+                    "transformers model; template: a grounded deterministic writer) explains "
+                    "each training clip's consensus label from its measured cues. Every "
+                    "rationale is checked (grounding, leakage, implied label, length); failures "
+                    "are retried with a hint, then passed down the fallback chain, then dropped "
+                    "with the reason. Generations are cached, so an interrupted run resumes. "
+                    "Writes rationales.jsonl and summary.json.",
+    )
+    d.add_argument("--features", help="features.parquet (default distill.features)")
+    d.add_argument("--manifest", help="gated manifest (default distill.manifest)")
+    d.add_argument("--backend", choices=["openai", "hf", "template"],
+                   help="first teacher (default distill.backend)")
+    d.add_argument("--out", help="output folder (default distill.out)")
+    d.add_argument("--star", action="store_true", help="STaR bootstrapping (distill.star)")
+    d.add_argument("--max-clips", type=int, help="only the first N clips (a quick look)")
+    d.set_defaults(func=cmd_distill)
 
     m = sub.add_parser("model", help="language models")
     msub = m.add_subparsers(dest="model_command", required=True)

@@ -133,7 +133,7 @@ class TeacherConfig:
     hf_model: str = "bundled:smollm2-135m-instruct"
     """A `bundled:` name, a local folder or a hub id (see model.name)."""
     hf_batch_size: int = 8
-    max_new_tokens: int = 180
+    max_new_tokens: int = 160
     temperature: float = 0.7
     top_p: float = 0.9
 
@@ -163,9 +163,9 @@ class DistillConfig:
     features: str = "data/features/features.parquet"
     manifest: str = "data/gated/manifest.parquet"
     out: str = "data/distill"
-    backend: str = "hf"
-    """First teacher: openai, hf or template."""
-    fallback: list[str] = field(default_factory=lambda: ["template"])
+    backend: str = "template"
+    """First teacher: template (offline default), hf or openai."""
+    fallback: list[str] = field(default_factory=list)
     """Backends tried in order for clips whose rationale still fails after the retries."""
     prompt_version: str = "teacher_v1"
     retries: int = 1

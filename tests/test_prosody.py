@@ -190,9 +190,10 @@ def test_pauses_and_rate_from_the_transcript():
     assert result["speech_s"] == pytest.approx(1.05, abs=0.06)  # 25 ms frames overhang each edge
     assert result["rate_source"] == "transcript" and result["syllables"] == 7
     assert result["rate_sps"] == pytest.approx(7 / result["speech_s"])
-    untranscribed = measure_prosody(audio, SR, None)
-    assert untranscribed["rate_source"] == "intensity_peaks"
-    assert untranscribed["syllables"] == 2  # two voiced bursts with a deep dip between
+    for transcript in (None, "", " ... "):
+        untranscribed = measure_prosody(audio, SR, transcript)
+        assert untranscribed["rate_source"] == "intensity_peaks"
+        assert untranscribed["syllables"] == 2  # two voiced bursts with a deep dip between
 
 
 def test_count_syllables():
@@ -224,6 +225,7 @@ def test_a_given_track_is_reused_and_must_fit_the_audio():
         measure_prosody(audio[: SR // 2], SR, None, track=track)
 
 
+@pytest.mark.realdata
 def test_angry_is_louder_and_higher_than_sad_on_real_speech():
     """One strong sad and one strong angry clip of eight RAVDESS actors: angry is louder for
     every actor and higher on average (a sad clip may be a high, crying voice, so F0 is not

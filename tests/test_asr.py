@@ -1,0 +1,134 @@
+"""Transcribers (PocketSphinx offline, Whisper through transformers) and word error rate."""
+import numpy as np
+import pytest
+
+from components.audio_io import read_audio, resample
+from components.features.asr import make_transcriber, normalise_words, word_error_rate
+from components.prepare.demo.espeak import Prosody, synthesize
+from tests.conftest import require_shared
+
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def sphinx():
+    return make_transcriber("pocketsphinx")
+
+
+def spoken(text: str) -> np.ndarray:
+    samples, sr = synthesize(text, "en-us", Prosody(rate=150, pitch=50, pitch_range=50, volume=100, word_gap=0))
+    return resample(samples.astype(np.float32) / 32768.0, sr, SR)
+
+
+def test_pocketsphinx_transcribes_synthetic_speech_deterministically(sphinx):
+    audio = spoken("the dogs are sitting by the door")
+    text, confidence = sphinx.transcribe(audio)
+    assert isinstance(text, str) and text.strip()
+    assert 0.0 < confidence <= 1.0
+    sphinx.transcribe(spoken("a different sentence comes in between"))
+    again, again_confidence = sphinx.transcribe(audio)
+    assert again == text  # what was decoded before does not change the words
+    assert again_confidence == pytest.approx(confidence, abs=0.05)
+
+
+def test_pocketsphinx_on_silence_and_empty_audio(sphinx):
+    assert sphinx.transcribe(np.zeros(SR, np.float32)) == ("", 0.0)
+    assert sphinx.transcribe(np.zeros(0, np.float32)) == ("", 0.0)
+    with pytest.raises(ValueError, match="mono"):
+        sphinx.transcribe(np.zeros((SR, 2), np.float32))
+
+
+@pytest.mark.realdata
+def test_pocketsphinx_understands_real_neutral_speech_and_knows_when_not(sphinx):
+    root = require_shared("ravdess-dev")
+    sentences = {"01": "Kids are talking by the door", "02": "Dogs are sitting by the door"}
+    errors, confidences = [], []
+    for actor in (1, 2, 3, 4):
+        for statement in ("01", "02"):
+            audio, _ = read_audio(root / f"Actor_{actor:02d}" / f"03-01-01-01-{statement}-01-{actor:02d}.wav")
+            text, confidence = sphinx.transcribe(audio)
+            assert 0.0 <= confidence <= 1.0
+            errors.append(word_error_rate(sentences[statement], text))
+            confidences.append(confidence)
+    assert np.mean(errors) < 0.5, errors
+    right = [c for c, e in zip(confidences, errors) if e == 0]
+    wrong = [c for c, e in zip(confidences, errors) if e > 0]
+    assert right and wrong and np.mean(right) > np.mean(wrong), (errors, confidences)
+
+
+def tiny_whisper(folder):
+    """A randomly initialised two-layer Whisper with a byte-level tokenizer, saved offline."""
+    from transformers import (
+        GenerationConfig,
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+        WhisperTokenizer,
+    )
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    tokenizer = WhisperTokenizer(vocab={c: i for i, c in enumerate(bytes_to_unicode().values())}, merges=[])
+    specials = ["<|startoftranscript|>", "<|en|>", "<|translate|>", "<|transcribe|>", "<|notimestamps|>"]
+    tokenizer.add_special_tokens({"additional_special_tokens": specials})
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in ["<|endoftext|>", *specials]}
+    end, start = ids["<|endoftext|>"], ids["<|startoftranscript|>"]
+    config = WhisperConfig(
+        vocab_size=len(tokenizer), num_mel_bins=80, d_model=16, encoder_layers=1, decoder_layers=1,
+        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
+        max_target_positions=24, pad_token_id=end, bos_token_id=end, eos_token_id=end,
+        decoder_start_token_id=start,
+    )
+    model = WhisperForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(
+        decoder_start_token_id=start, eos_token_id=end, pad_token_id=end, is_multilingual=True,
+        lang_to_id={"<|en|>": ids["<|en|>"]},
+        task_to_id={"transcribe": ids["<|transcribe|>"], "translate": ids["<|translate|>"]},
+        no_timestamps_token_id=ids["<|notimestamps|>"], suppress_tokens=[], begin_suppress_tokens=[],
+    )
+    model.save_pretrained(folder)
+    WhisperProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=80), tokenizer=tokenizer).save_pretrained(folder)
+    return len(tokenizer)
+
+
+def test_whisper_path_runs_end_to_end_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    vocab = tiny_whisper(tmp_path / "whisper")
+    transcriber = make_transcriber(f"whisper:{tmp_path / 'whisper'}")
+    assert transcriber.spec == f"whisper:{tmp_path / 'whisper'}"
+    audio = np.random.default_rng(0).normal(0, 0.1, SR).astype(np.float32)
+    text, confidence = transcriber.transcribe(audio)
+    assert isinstance(text, str)
+    assert 1.0 / vocab <= confidence <= 1.0  # greedy tokens are argmax: at least 1/V each
+    assert transcriber.transcribe(audio) == (text, confidence)
+    long_text, long_confidence = transcriber.transcribe(np.tile(audio, 31))  # two 30 s pieces
+    assert isinstance(long_text, str) and 1.0 / vocab <= long_confidence <= 1.0
+
+
+def test_unknown_asr_specs_are_errors():
+    for spec in ("kaldi", "whisper", "whisper:", "pocketsphinx:large"):
+        with pytest.raises(ValueError, match="unknown ASR spec"):
+            make_transcriber(spec)
+
+
+@pytest.mark.parametrize(
+    ("ref", "hyp", "expected"),
+    [
+        ("the cat sat", "the cat sat", 0.0),
+        ("Hello, World!", "hello world", 0.0),
+        ("the cat sat on the mat", "the cat sit on mat", 2 / 6),
+        ("a b", "a x b", 0.5),
+        ("a b c d", "", 1.0),
+        ("one", "one two three", 2.0),
+        ("don't stop", "dont stop", 0.5),
+        ("kids are talking by the door", "kids are talking by the door.", 0.0),
+    ],
+)
+def test_word_error_rate(ref, hyp, expected):
+    assert word_error_rate(ref, hyp) == pytest.approx(expected)
+
+
+def test_word_error_rate_needs_a_reference():
+    with pytest.raises(ValueError, match="non-empty reference"):
+        word_error_rate(" ?! ", "words")
+    assert normalise_words("It's 'quoted' -- fine.") == ["it's", "quoted", "fine"]
