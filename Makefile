@@ -34,6 +34,7 @@ test: install
 bench: install
 	$(PY) benchmarks/bench_prepare.py
 	$(PY) benchmarks/bench_features.py
+	$(PY) benchmarks/bench_distill.py
 
 clean:
 	rm -rf data reports mlflow.db mlartifacts

@@ -28,23 +28,28 @@ def cmd_prepare(args: argparse.Namespace, params: Params) -> None:
     run_prepare(params, corpus, _path(data_dir), Path(args.out or params.prepare.out))
 
 
-def cmd_gate_manifest(args: argparse.Namespace, params: Params) -> None:
+def _run_gate(stage: str, cfg, params: Params, run, what: str) -> None:
+    """Run a gate in its MLflow child run, print the outcome, exit non-zero on failure."""
     from components.config import as_dict
     from components.gates.gx_report import raise_if_failed
-    from components.gates.manifest_gate import run_manifest_gate
     from components.gates.tracked import run_tracked_gate
+
+    result = run_tracked_gate(stage, params.tracking, {stage: as_dict(cfg)}, run)
+    print(f"{stage.replace('_', ' ')}: {'passed' if result.success else 'FAILED'}: "
+          f"{result.n_rows} rows, {result.n_quarantined} {what}; report {result.report_path}")
+    raise_if_failed(result)
+
+
+def cmd_gate_manifest(args: argparse.Namespace, params: Params) -> None:
+    from components.gates.manifest_gate import run_manifest_gate
 
     cfg = params.manifest_gate
     cfg.manifest = args.manifest or cfg.manifest
     cfg.out = args.out or cfg.out
     cfg.report_dir = args.report_dir or cfg.report_dir
-    result = run_tracked_gate(
-        "manifest_gate", params.tracking, {"manifest_gate": as_dict(cfg)},
-        lambda: run_manifest_gate(Path(cfg.manifest), cfg, _path(args.data_root)),
-    )
-    print(f"manifest gate: {'passed' if result.success else 'FAILED'}: {result.n_rows} rows, "
-          f"{result.n_quarantined} quarantined; report {result.report_path}")
-    raise_if_failed(result)
+    _run_gate("manifest_gate", cfg, params,
+              lambda: run_manifest_gate(Path(cfg.manifest), cfg, _path(args.data_root)),
+              "quarantined")
 
 
 def cmd_features(args: argparse.Namespace, params: Params) -> None:
@@ -59,20 +64,13 @@ def cmd_features(args: argparse.Namespace, params: Params) -> None:
 
 
 def cmd_gate_features(args: argparse.Namespace, params: Params) -> None:
-    from components.config import as_dict
     from components.gates.features_gate import run_features_gate
-    from components.gates.gx_report import raise_if_failed
-    from components.gates.tracked import run_tracked_gate
 
     cfg = params.features_gate
     cfg.features = args.features or cfg.features
     cfg.manifest = args.manifest or cfg.manifest
     cfg.report_dir = args.report_dir or cfg.report_dir
-    result = run_tracked_gate("features_gate", params.tracking, {"features_gate": as_dict(cfg)},
-                              lambda: run_features_gate(cfg))
-    print(f"features gate: {'passed' if result.success else 'FAILED'}: {result.n_rows} rows, "
-          f"{result.n_quarantined} quarantined; report {result.report_path}")
-    raise_if_failed(result)
+    _run_gate("features_gate", cfg, params, lambda: run_features_gate(cfg), "quarantined")
 
 
 def cmd_distill(args: argparse.Namespace, params: Params) -> None:
@@ -88,22 +86,15 @@ def cmd_distill(args: argparse.Namespace, params: Params) -> None:
 
 
 def cmd_gate_rationales(args: argparse.Namespace, params: Params) -> None:
-    from components.config import as_dict
-    from components.gates.gx_report import raise_if_failed
     from components.gates.rationales_gate import run_rationales_gate
-    from components.gates.tracked import run_tracked_gate
 
     cfg = params.rationales_gate
     cfg.rationales = args.rationales or cfg.rationales
     cfg.manifest = args.manifest or cfg.manifest
     cfg.report_dir = args.report_dir or cfg.report_dir
-    result = run_tracked_gate(
-        "rationales_gate", params.tracking, {"rationales_gate": as_dict(cfg)},
-        lambda: run_rationales_gate(cfg, params.distill.verify, params.distill.splits),
-    )
-    print(f"rationales gate: {'passed' if result.success else 'FAILED'}: {result.n_rows} clips, "
-          f"{result.n_quarantined} without a kept rationale; report {result.report_path}")
-    raise_if_failed(result)
+    _run_gate("rationales_gate", cfg, params,
+              lambda: run_rationales_gate(cfg, params.distill.verify, params.distill.splits),
+              "without a kept rationale")
 
 
 def cmd_model_prepare(args: argparse.Namespace, params: Params) -> None:

@@ -12,8 +12,10 @@ from tests.corpus_fixtures import write_ravdess_fixture
 
 def test_every_stage_has_help():
     parser = build_parser()
-    for argv in (["prepare", "--help"], ["gate", "manifest", "--help"],
-                 ["model", "prepare", "--help"], ["flow", "--help"]):
+    for argv in (["prepare", "--help"], ["gate", "manifest", "--help"], ["features", "--help"],
+                 ["gate", "features", "--help"], ["distill", "--help"],
+                 ["gate", "rationales", "--help"], ["model", "prepare", "--help"],
+                 ["flow", "--help"]):
         with pytest.raises(SystemExit) as exit_:
             parser.parse_args(argv)
         assert exit_.value.code == 0
