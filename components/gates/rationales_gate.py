@@ -2,7 +2,6 @@
 the kept ones do not skew the label distribution the student will learn from."""
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -12,17 +11,10 @@ from great_expectations.expectations.row_conditions import Column
 
 from components.config import RationalesGateConfig, VerifyConfig
 from components.gates.gx_report import GateResult, failed_expectations, validate_frame, write_result
+from components.distill.stage import read_records
 from components.prepare.schema import read_manifest
 
 GATE_NAME = "rationales gate"
-
-
-def read_rationales(path: Path | str) -> pd.DataFrame:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"rationales not found: {path}")
-    with path.open() as fh:
-        return pd.DataFrame([json.loads(line) for line in fh if line.strip()])
 
 
 def label_tv_distance(kept_labels: list[str], reference_labels: list[str]) -> float:
@@ -74,7 +66,7 @@ def rationales_suite(cfg: RationalesGateConfig, verify: VerifyConfig,
 def run_rationales_gate(cfg: RationalesGateConfig, verify: VerifyConfig,
                         splits: list[str]) -> GateResult:
     """Validate rationales.jsonl against the training clips of its manifest."""
-    records = read_rationales(cfg.rationales)
+    records = pd.DataFrame(read_records(cfg.rationales))
     manifest, _ = read_manifest(cfg.manifest)
     expected = manifest[manifest["split"].isin(splits) & (manifest["label"] != "")]
     if records.empty:

@@ -1,0 +1,7 @@
+"""The SpeechLM: an audio encoder and projector whose soft tokens fill audio placeholders in a
+causal LM's prompt, with LoRA on the LM.
+
+Import from the submodules (this package stays light, so importing e.g. its prompt formats does
+not load torch): `config` (SpeechLMConfig), `encoders` (collate_frames, n_audio_tokens),
+`model` (SpeechLMForCausalLM), `io` (build_speechlm, save_speechlm, load_speechlm, export_merged).
+"""

@@ -1,0 +1,121 @@
+"""Batches of audio + text for the SpeechLM: prompt with one placeholder per soft audio token,
+target tokens after it, and labels masked to the target only."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from components.audio_io import read_audio
+from components.features.frames import iter_shard
+from components.paths import resolve_audio_path
+from components.speechlm.encoders import collate_frames, n_audio_tokens
+from components.speechlm.sft_data import example_prompt
+
+IGNORE = -100
+
+
+def load_frames(frames_dir: Path | str, utt_ids: set[str] | None = None) -> dict[str, np.ndarray]:
+    """utt_id -> [T, 83] frame features from the features stage's shards."""
+    frames_dir = Path(frames_dir)
+    index_path = frames_dir / "index.parquet"
+    if not index_path.exists():
+        raise FileNotFoundError(f"frame index not found: {index_path} (run the features stage "
+                                "with features.frames: true)")
+    index = pd.read_parquet(index_path)
+    wanted = index if utt_ids is None else index[index["utt_id"].isin(utt_ids)]
+    out = {}
+    for shard in sorted(set(wanted["shard"])):
+        for utt_id, array in iter_shard(frames_dir / shard):
+            if utt_ids is None or utt_id in utt_ids:
+                out[utt_id] = array
+    missing = sorted(set(wanted["utt_id"]) - set(out)) if utt_ids is None else \
+        sorted(utt_ids - set(out))
+    if missing:
+        raise ValueError(f"no frame features for {len(missing)} clips, e.g. {missing[:3]}")
+    return out
+
+
+class AudioSource:
+    """The encoder's input for a clip: frame features from the shards (frames encoder) or the
+    waveform featurized by the encoder itself (Whisper)."""
+
+    def __init__(self, model, frames: dict[str, np.ndarray] | None = None,
+                 audio_paths: dict[str, Path] | None = None):
+        self.model, self.frames, self.audio_paths = model, frames, audio_paths or {}
+
+    @classmethod
+    def from_features(cls, model, frames_dir: Path | str, manifest: pd.DataFrame,
+                      data_root: Path | str, utt_ids: set[str]) -> "AudioSource":
+        if model.config.encoder == "frames":
+            return cls(model, frames=load_frames(frames_dir, utt_ids))
+        rows = manifest[manifest["utt_id"].isin(utt_ids)]
+        return cls(model, audio_paths={r.utt_id: resolve_audio_path(r.audio_path, data_root)
+                                       for r in rows.itertuples()})
+
+    def batch(self, utt_ids: list[str]) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """(audio_values, audio_mask, input frames per clip)."""
+        if self.frames is not None:
+            arrays = [self.frames[u] for u in utt_ids]
+            values, mask = collate_frames(arrays)
+            return values, mask, [len(a) for a in arrays]
+        audio = [read_audio(self.audio_paths[u], 16000)[0] for u in utt_ids]
+        values, mask = self.model.model.audio_encoder.featurize(audio)
+        return values, mask, [int(m.sum()) for m in mask]
+
+
+class SpeechCollator:
+    """Examples (components.speechlm.sft_data) -> model inputs with target-only labels."""
+
+    def __init__(self, tokenizer, source: AudioSource, label_set: list[str],
+                 max_length: int = 512):
+        self.tokenizer, self.source, self.label_set = tokenizer, source, list(label_set)
+        self.config = source.model.config
+        self.max_length = max_length
+
+    def prompt_ids(self, example: dict, n_frames: int) -> list[int]:
+        messages = example_prompt(example, self.label_set, n_audio_tokens(self.config, n_frames),
+                                  self.config.audio_token)
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                                  tokenize=True, return_dict=False)
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        values, mask, n_frames = self.source.batch([e["utt_id"] for e in examples])
+        rows, labels = [], []
+        eos = self.tokenizer.eos_token or ""
+        for example, frames in zip(examples, n_frames):
+            prompt = self.prompt_ids(example, frames)
+            target = self.tokenizer(example["target"] + eos, add_special_tokens=False)["input_ids"]
+            if len(prompt) >= self.max_length:
+                raise ValueError(f"{example['utt_id']}: the prompt alone has {len(prompt)} tokens "
+                                 f"(max_length {self.max_length}); lower tokens_per_second")
+            target = target[: self.max_length - len(prompt)]
+            rows.append(prompt + target)
+            labels.append([IGNORE] * len(prompt) + target)
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        label_ids = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, (row, lab) in enumerate(zip(rows, labels)):
+            input_ids[i, :len(row)] = torch.tensor(row)
+            label_ids[i, :len(lab)] = torch.tensor(lab)
+            attention[i, :len(row)] = 1
+        return {"input_ids": input_ids, "attention_mask": attention, "labels": label_ids,
+                "audio_values": values, "audio_mask": mask}
+
+    def generation_batch(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        """Prompts only, left-padded, for `generate`."""
+        values, mask, n_frames = self.source.batch([e["utt_id"] for e in examples])
+        rows = [self.prompt_ids(e, f) for e, f in zip(examples, n_frames)]
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            input_ids[i, width - len(row):] = torch.tensor(row)
+            attention[i, width - len(row):] = 1
+        return {"input_ids": input_ids, "attention_mask": attention, "audio_values": values,
+                "audio_mask": mask}

@@ -1,0 +1,99 @@
+"""The SpeechLM configuration: which LM, which audio encoder, how audio becomes soft tokens, LoRA.
+
+A transformers config (a `text_config` sub-config like LLaVA's) so transformers and TRL find the
+LM's settings through `get_text_config()`, and the whole model is described by one config.json.
+"""
+from __future__ import annotations
+
+from typing import ClassVar
+
+from huggingface_hub.dataclasses import strict
+from transformers import PretrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+from transformers.models.auto.configuration_auto import AutoConfig
+
+FRAMES_ENCODER = "frames"
+WHISPER_PREFIX = "whisper:"
+DEFAULT_LM = "bundled:smollm2-135m-instruct"
+DEFAULT_AUDIO_TOKEN = "<|audio|>"
+
+
+@strict
+class SpeechLMConfig(PretrainedConfig):
+    r"""
+    lm_name_or_path: the LM as configured (`bundled:<name>`, a hub id or a folder); saved as given
+        and resolved with `components.models.bundled.resolve_model` when the model is rebuilt.
+    encoder: `frames` (compact encoder over the [T, 83] frame features, trained from scratch) or
+        `whisper:<model id or folder>` (a pretrained Whisper encoder).
+    audio_token / audio_token_id: the prompt placeholder, repeated once per soft audio token.
+    tokens_per_second: target soft-token rate; adjacent encoder frames are stacked
+        `round(encoder rate / tokens_per_second)` at a time, so the real rate is close to it.
+    audio_dropout: dropout on the soft audio tokens (it kept the LM from copying the encoder).
+    train_pretrained_encoder: fine-tune a pretrained (Whisper) encoder instead of freezing it.
+    whisper_config / whisper_feature_extractor: the Whisper encoder's config and feature
+        extractor as dicts, filled in when the model is built, so it can be rebuilt from a folder.
+    use_lora, lora_*: the LoRA adapter on the LM's attention projections.
+    merged: the LoRA adapter is merged into the LM weights saved beside this config.
+    """
+
+    model_type = "emoreason_speechlm"
+    sub_configs_defaults: ClassVar[dict[str, SubConfigSpec]] = {
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
+    }
+
+    text_config: dict | PretrainedConfig | None = None
+    lm_name_or_path: str = DEFAULT_LM
+    encoder: str = FRAMES_ENCODER
+    audio_token: str = DEFAULT_AUDIO_TOKEN
+    audio_token_id: int | None = None
+    frame_dim: int = 83
+    encoder_dim: int = 192
+    encoder_heads: int = 4
+    encoder_layers: int = 2
+    encoder_dropout: float = 0.1
+    tokens_per_second: float = 8.0
+    projector_hidden: int | None = None
+    audio_dropout: float = 0.1
+    train_pretrained_encoder: bool = False
+    whisper_config: dict | None = None
+    whisper_feature_extractor: dict | None = None
+    use_lora: bool = True
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] | tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    merged: bool = False
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        # Tying is declared by the LM; the composite model follows it (as LLaVA's config does).
+        self.tie_word_embeddings = bool(getattr(self.text_config, "tie_word_embeddings", False))
+        self.lora_target_modules = list(self.lora_target_modules)
+
+    def validate_speechlm(self) -> None:
+        """Raise a clear error for settings the model cannot be built with (run on every init)."""
+        if self.encoder != FRAMES_ENCODER and not self.encoder.startswith(WHISPER_PREFIX):
+            raise ValueError(f"unknown encoder {self.encoder!r}: use 'frames' or 'whisper:<model id or folder>'")
+        if self.encoder.startswith(WHISPER_PREFIX) and not self.encoder[len(WHISPER_PREFIX):]:
+            raise ValueError("encoder 'whisper:' needs a model id or folder after the colon")
+        if self.tokens_per_second <= 0:
+            raise ValueError(f"tokens_per_second must be positive, got {self.tokens_per_second}")
+        if self.encoder_dim % self.encoder_heads:
+            raise ValueError(f"encoder_dim {self.encoder_dim} is not divisible by encoder_heads {self.encoder_heads}")
+        for name in ("encoder_dropout", "audio_dropout", "lora_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+
+    @property
+    def is_whisper(self) -> bool:
+        return self.encoder.startswith(WHISPER_PREFIX)
+
+    @property
+    def whisper_source(self) -> str:
+        """The Whisper model id or folder named by `encoder`."""
+        return self.encoder[len(WHISPER_PREFIX):]
+
+
+# Lets transformers' Auto classes (e.g. AutoTokenizer reading config.json) recognise the folder.
+AutoConfig.register(SpeechLMConfig.model_type, SpeechLMConfig, exist_ok=True)

@@ -1,0 +1,275 @@
+"""The SpeechLM: audio encoder -> projector -> soft tokens spliced into a causal LM (LoRA on the LM).
+
+The soft tokens are written into the prompt *inside the backbone* (`SpeechLMModel`), as
+transformers' vision-language models do. TRL's trainers compute log-probs with a fused LM head
+that calls `model.base_model(**inputs)` and projects `last_hidden_state` itself, bypassing the
+top-level forward; splicing in the backbone is what makes the audio count there too.
+
+LoRA is injected in place into the inner language model with `peft.inject_adapter_in_model`
+(PEFT's integration API) rather than wrapping it in a `PeftModel`, so the outer class stays a
+plain `PreTrainedModel` that TRL can patch, and the module tree keeps the LM's own layout.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import (
+    AutoModel,
+    AutoModelForCausalLM,
+    GenerationMixin,
+    PreTrainedModel,
+)
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPast,
+    CausalLMOutputWithPast,
+)
+from transformers.modeling_utils import slice_logits_to_keep
+
+from components.speechlm.config import SpeechLMConfig
+from components.speechlm.encoders import (
+    AudioProjector,
+    build_audio_encoder,
+    check_audio_mask,
+    n_audio_tokens,
+    stack_size,
+)
+
+
+class AudioPlaceholderMismatch(ValueError):
+    """The prompt holds a different number of audio placeholders than the clip has soft tokens."""
+
+
+class SpeechLMPreTrainedModel(PreTrainedModel):
+    config: SpeechLMConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _supports_flash_attn = True
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+
+class SpeechLMModel(SpeechLMPreTrainedModel):
+    """The backbone: audio encoder, projector and the LM's base model (no LM head)."""
+
+    def __init__(self, config: SpeechLMConfig, language_model: PreTrainedModel | None = None,
+                 audio_encoder: nn.Module | None = None):
+        super().__init__(config)
+        self.audio_encoder = build_audio_encoder(config, audio_encoder)
+        self.projector = AudioProjector(
+            self.audio_encoder.output_dim, config.text_config.hidden_size, stack_size(config),
+            hidden=config.projector_hidden, dropout=config.audio_dropout,
+        )
+        if language_model is None:
+            language_model = AutoModel.from_config(config.text_config)
+        self.language_model = language_model
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    def encode_audio(self, audio_values: torch.Tensor, audio_mask: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Soft tokens [B, N, hidden] and their validity mask [B, N] (valid tokens first)."""
+        if audio_mask is None:
+            n = audio_values.shape[1] if not self.config.is_whisper else audio_values.shape[-1]
+            audio_mask = torch.ones(audio_values.shape[0], n, dtype=torch.bool, device=audio_values.device)
+        audio_mask = audio_mask.to(device=audio_values.device, dtype=torch.bool)
+        check_audio_mask(audio_mask)
+        dtype = next(self.audio_encoder.parameters()).dtype
+        frames, frame_mask = self.audio_encoder(audio_values.to(dtype), audio_mask)
+        return self.projector(frames, frame_mask)
+
+    def splice_audio(self, input_ids: torch.LongTensor, inputs_embeds: torch.Tensor,
+                     audio_values: torch.Tensor, audio_mask: torch.Tensor | None) -> torch.Tensor:
+        """Write each sample's valid soft tokens, in order, over its audio placeholders."""
+        soft, soft_mask = self.encode_audio(audio_values, audio_mask)
+        placeholders = input_ids == self.config.audio_token_id
+        if placeholders.shape[0] != soft.shape[0]:
+            raise ValueError(f"{placeholders.shape[0]} prompts but {soft.shape[0]} clips in audio_values")
+        n_slots, n_soft = placeholders.sum(1), soft_mask.sum(1)
+        if not torch.equal(n_slots.cpu(), n_soft.cpu()):
+            bad = [(i, int(a), int(b)) for i, (a, b) in enumerate(zip(n_slots.tolist(), n_soft.tolist())) if a != b]
+            detail = "; ".join(f"sample {i}: {a} placeholders, {b} soft tokens" for i, a, b in bad[:4])
+            raise AudioPlaceholderMismatch(
+                f"audio placeholders ({self.config.audio_token!r}) do not match the soft audio tokens: {detail}. "
+                "Insert model.n_audio_tokens(n_frames) placeholders per clip."
+            )
+        source = soft[soft_mask].to(device=inputs_embeds.device, dtype=inputs_embeds.dtype)
+        return inputs_embeds.masked_scatter(placeholders.unsqueeze(-1), source)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        audio_values: torch.Tensor | None = None,
+        audio_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values=None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPast:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+        if audio_values is not None:
+            if input_ids is None:
+                raise ValueError("audio_values need input_ids: the audio placeholders are found by token id")
+            inputs_embeds = self.splice_audio(input_ids, inputs_embeds, audio_values, audio_mask)
+        elif input_ids is not None and _is_prefill(past_key_values) \
+                and (input_ids == self.config.audio_token_id).any():
+            raise AudioPlaceholderMismatch("the prompt holds audio placeholders but no audio_values were given")
+        return self.language_model(
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+
+
+def _is_prefill(past_key_values) -> bool:
+    return past_key_values is None or past_key_values.get_seq_length() == 0
+
+
+class SpeechLMForCausalLM(SpeechLMPreTrainedModel, GenerationMixin):
+    """Backbone + the LM's head; `generate` encodes the audio once, on the prefill step."""
+
+    def __init__(self, config: SpeechLMConfig, lm: PreTrainedModel | None = None,
+                 audio_encoder: nn.Module | None = None):
+        """`lm`: a loaded causal LM whose base model and head are reused (built from
+        `config.text_config` when None); `audio_encoder`: a loaded pretrained encoder."""
+        super().__init__(config)
+        if lm is None:
+            lm = AutoModelForCausalLM.from_config(config.text_config)
+        self.model = SpeechLMModel(config, lm.get_decoder(), audio_encoder)
+        self.lm_head = lm.get_output_embeddings()
+        # Tie as the LM does, with its base model's prefix mapped to where it lives here.
+        tied = [source for target, source in (lm._tied_weights_keys or {}).items() if target.endswith("weight")]
+        self._tied_weights_keys = {
+            "lm_head.weight": "model.language_model." + tied[0].removeprefix(f"{lm.base_model_prefix}.")
+        } if tied else {}
+        self.post_init()
+        self.set_trainable()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        self.lm_head = value
+
+    def n_audio_tokens(self, n_frames: int) -> int:
+        """Placeholders to insert for a clip with `n_frames` encoder input frames."""
+        return n_audio_tokens(self.config, n_frames)
+
+    def soft_token_counts(self, audio_mask: torch.Tensor) -> list[int]:
+        """Placeholders per clip for a batch from `featurize` (its audio_mask)."""
+        return [self.n_audio_tokens(int(n)) for n in audio_mask.sum(-1).tolist()]
+
+    def featurize(self, audio16k) -> tuple[torch.Tensor, torch.Tensor]:
+        """(audio_values, audio_mask) of raw 16 kHz mono clips for the configured encoder."""
+        return self.model.audio_encoder.featurize(audio16k)
+
+    def add_lora(self, lora_config=None) -> None:
+        """Inject a LoRA adapter into the language model: `lora_config` (a peft LoraConfig, e.g.
+        a saved one) or a fresh one from the config's lora_* settings."""
+        from peft import LoraConfig
+        from peft.functional import inject_adapter_in_model
+
+        if self.has_lora:
+            raise ValueError("the language model already holds a LoRA adapter")
+        c = self.config
+        if lora_config is None:
+            lora_config = LoraConfig(r=c.lora_r, lora_alpha=c.lora_alpha, lora_dropout=c.lora_dropout,
+                                     target_modules=list(c.lora_target_modules), bias="none",
+                                     base_model_name_or_path=c.lm_name_or_path)
+        inject_adapter_in_model(lora_config, self.model.language_model)
+        self.set_trainable()
+
+    def merge_lora(self) -> None:
+        """Fold the LoRA weights into the LM's linear layers and drop the adapter (for serving)."""
+        from peft.tuners.lora import LoraLayer
+
+        language_model = self.model.language_model
+        for name, module in list(language_model.named_modules()):
+            if isinstance(module, LoraLayer):
+                module.merge()
+                parent, _, child = name.rpartition(".")
+                setattr(language_model.get_submodule(parent), child, module.get_base_layer())
+        if hasattr(language_model, "peft_config"):
+            del language_model.peft_config
+        self.config.merged = True
+        self.set_trainable()
+
+    @property
+    def has_lora(self) -> bool:
+        return any("lora_" in name for name, _ in self.model.language_model.named_parameters())
+
+    def set_trainable(self) -> None:
+        """Freeze the LM (LoRA weights excepted) and the head; train the projector, and the encoder
+        unless it is a pretrained one that the config keeps frozen."""
+        for name, param in self.model.language_model.named_parameters():
+            param.requires_grad_("lora_" in name)
+        self.lm_head.requires_grad_(False)
+        self.model.projector.requires_grad_(True)
+        self.model.audio_encoder.requires_grad_(not self.config.is_whisper or self.config.train_pretrained_encoder)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        audio_values: torch.Tensor | None = None,
+        audio_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values=None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        """Logits, and the shifted next-token cross-entropy over labels != -100 when labels are given."""
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            audio_values=audio_values,
+            audio_mask=audio_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels,
+                                      vocab_size=self.config.text_config.vocab_size, **kwargs)
+        return CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+    def prepare_inputs_for_generation(self, *args, audio_values=None, audio_mask=None,
+                                      is_first_iteration: bool | None = False, **kwargs):
+        """Pass the audio on the prefill step only: later steps read it from the KV cache."""
+        model_inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
+        if is_first_iteration or not kwargs.get("use_cache", True):
+            model_inputs["audio_values"] = audio_values
+            model_inputs["audio_mask"] = audio_mask
+        return model_inputs

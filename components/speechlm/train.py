@@ -1,0 +1,202 @@
+"""SFT warm start of the SpeechLM with TRL's SFTTrainer, and the checks that it learned.
+
+Loss is on the target tokens only (the collator masks the prompt and audio placeholders);
+encoder and projector train at their own learning rate, the LM through LoRA. Checkpoints each
+epoch (a re-run resumes from the last one), early stopping on the dev loss, and after training
+the dev clips are decoded: label accuracy against the majority-class rate, well-formed share,
+prosody-perception accuracy against chance, and a table of sample generations.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from components.config import Params, SFTConfig
+from components.distill.stage import read_records
+from components.prepare.schema import read_manifest
+from components.speechlm.collate import AudioSource, SpeechCollator
+from components.speechlm.formats import PERCEPTION_TASKS, parse_output
+from components.speechlm.predict import write_task
+from components.speechlm.sft_data import SftDataConfig, build_sft_examples, split_summary
+
+PERCEPTION_CHOICES = {"pitch": ("low", "normal", "high"), "energy": ("low", "normal", "high"),
+                      "rate": ("slow", "normal", "fast"),
+                      "intonation": ("rising", "falling", "rise-fall", "fall-rise", "flat",
+                                     "expressive")}
+
+
+def sft_examples(cfg: SFTConfig, seed: int) -> tuple[list[dict], list[dict], pd.DataFrame,
+                                                        list[str], str]:
+    """(train examples, dev examples, manifest, label set, data root)."""
+    manifest, meta = read_manifest(cfg.manifest)
+    features = pd.read_parquet(cfg.features)
+    rationales = read_records(cfg.rationales)
+    data_cfg = SftDataConfig(fmt=cfg.format, transcript_source=cfg.transcript_source,
+                             perception_ratio=cfg.perception_ratio, splits=["train", "dev"],
+                             seed=seed, max_rationale_words=cfg.max_target_words)
+    examples = build_sft_examples(features, manifest, rationales, data_cfg)
+    train = [e for e in examples if e["split"] == "train"]
+    dev = [e for e in examples if e["split"] == "dev"]
+    if not train or not dev:
+        raise ValueError(f"SFT needs train and dev examples, got {len(train)} and {len(dev)}")
+    return train, dev, manifest, list(meta.labels), meta.data_root
+
+
+def make_optimizer(model, cfg: SFTConfig) -> torch.optim.Optimizer:
+    """AdamW with the audio side (encoder, projector) at its own learning rate."""
+    audio, lm = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (audio if ("audio_encoder" in name or "projector" in name) else lm).append(param)
+    groups = [{"params": lm, "lr": cfg.learning_rate}]
+    if audio:
+        groups.append({"params": audio, "lr": cfg.encoder_learning_rate})
+    return torch.optim.AdamW(groups, weight_decay=0.01)
+
+
+@torch.no_grad()
+def generate(model, collator: SpeechCollator, examples: list[dict], max_new_tokens: int,
+             batch_size: int = 8) -> list[str]:
+    """Greedy continuations of the examples' prompts."""
+    model.eval()
+    texts = []
+    tokenizer = collator.tokenizer
+    for start in range(0, len(examples), batch_size):
+        batch = collator.generation_batch(examples[start:start + batch_size])
+        out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id)
+        texts += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:],
+                                        skip_special_tokens=True)
+    return texts
+
+
+def evaluate(model, collator: SpeechCollator, dev: list[dict], label_set: list[str],
+             cfg: SFTConfig, train_labels: list[str]) -> dict:
+    """Decoded dev accuracy vs the majority-class rate, and perception accuracy vs chance."""
+    ser = [e for e in dev if e["task"] == "ser"][: cfg.eval_clips]
+    texts = generate(model, collator, ser, max_new_tokens=48 + int(cfg.max_target_words * 1.6))
+    parsed = [parse_output(t, cfg.format, label_set) for t in texts]
+    majority = Counter(train_labels).most_common(1)[0][0]
+    result = {
+        "dev_clips": len(ser),
+        "dev_accuracy": sum(p["label"] == e["label"] for p, e in zip(parsed, ser)) / len(ser),
+        "dev_well_formed": sum(p["well_formed"] for p in parsed) / len(ser),
+        "majority_label": majority,
+        "majority_rate": sum(e["label"] == majority for e in ser) / len(ser),
+        "samples": [{"utt_id": e["utt_id"], "label": e["label"], "predicted": p["label"],
+                     "output": t} for e, p, t in zip(ser, parsed, texts)],
+    }
+    perception = [e for e in dev if e["task"] in PERCEPTION_TASKS][: cfg.eval_clips]
+    if perception:
+        answers = generate(model, collator, perception, max_new_tokens=4)
+        by_task: dict[str, list[bool]] = {}
+        for example, answer in zip(perception, answers):
+            words = answer.strip().lower().split()
+            by_task.setdefault(example["task"], []).append(
+                bool(words) and words[0].strip(".,;:") == example["level"])
+        result["perception_accuracy"] = {t: sum(v) / len(v) for t, v in by_task.items()}
+        result["perception_chance"] = {t: 1 / len(PERCEPTION_CHOICES[t]) for t in by_task}
+    return result
+
+
+def sample_callback(model, collator: SpeechCollator, examples: list[dict], label_set: list[str],
+                    fmt: str):
+    """A TrainerCallback that logs a table of dev generations to MLflow after each evaluation."""
+    import mlflow
+    from transformers import TrainerCallback
+
+    class SampleGenerations(TrainerCallback):
+        def on_evaluate(self, args, state, control, **kwargs):
+            texts = generate(model, collator, examples, max_new_tokens=96)
+            epoch = int(round(state.epoch or 0))
+            mlflow.log_table({
+                "utt_id": [e["utt_id"] for e in examples],
+                "label": [e["label"] for e in examples],
+                "predicted": [str(parse_output(t, fmt, label_set)["label"]) for t in texts],
+                "output": texts,
+            }, f"generations/epoch_{epoch:02d}.json")
+            model.train()
+
+    return SampleGenerations()
+
+
+def train_sft(params: Params, out: Path) -> dict:
+    """Train, evaluate, save the model folder to `out`; log it all to MLflow."""
+    import mlflow
+    from datasets import Dataset
+    from transformers import EarlyStoppingCallback
+    from trl import SFTConfig as TRLConfig
+    from trl import SFTTrainer
+
+    from components.config import as_dict
+    from components.speechlm.io import build_speechlm, save_speechlm
+    from components.tracking import stage_run
+
+    cfg = params.sft
+    torch.manual_seed(params.base.seed)
+    train, dev, manifest, label_set, data_root = sft_examples(cfg, params.base.seed)
+    with stage_run("sft", params.tracking, {"sft": as_dict(cfg)}):
+        model, tokenizer = build_speechlm(
+            cfg.lm, encoder=cfg.encoder, tokens_per_second=cfg.tokens_per_second,
+            audio_dropout=cfg.audio_dropout, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout)
+        utt_ids = {e["utt_id"] for e in train + dev}
+        source = AudioSource.from_features(model, cfg.frames, manifest, data_root, utt_ids)
+        collator = SpeechCollator(tokenizer, source, label_set)
+        steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+        args = TRLConfig(
+            output_dir=str(out / "checkpoints"), per_device_train_batch_size=cfg.batch_size,
+            per_device_eval_batch_size=cfg.batch_size, num_train_epochs=cfg.epochs,
+            max_steps=cfg.max_steps, learning_rate=cfg.learning_rate, lr_scheduler_type="cosine",
+            warmup_steps=max(1, steps_per_epoch // 5), logging_steps=max(1, steps_per_epoch // 5),
+            eval_strategy="epoch", save_strategy="epoch", save_total_limit=2,
+            load_best_model_at_end=True, metric_for_best_model="eval_loss",
+            greater_is_better=False, use_cpu=True, bf16=False, seed=params.base.seed,
+            remove_unused_columns=False, dataset_kwargs={"skip_prepare_dataset": True},
+            report_to=["mlflow"], dataloader_num_workers=0, activation_checkpointing=False,
+        )
+        trainer = SFTTrainer(
+            model=model, args=args, train_dataset=Dataset.from_list(train),
+            eval_dataset=Dataset.from_list(dev), data_collator=collator,
+            processing_class=tokenizer, optimizers=(make_optimizer(model, cfg), None),
+            callbacks=[
+                EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience),
+                sample_callback(model, collator, [e for e in dev if e["task"] == "ser"][:6],
+                                label_set, cfg.format),
+            ],
+        )
+        resume = any((out / "checkpoints").glob("checkpoint-*"))
+        start = time.perf_counter()
+        trainer.train(resume_from_checkpoint=True if resume else None)
+        minutes = (time.perf_counter() - start) / 60
+        result = evaluate(model, collator, dev, label_set, cfg,
+                          [e["label"] for e in train if e["task"] == "ser"])
+        save_speechlm(model, tokenizer, out)
+        write_task(out, cfg.format, cfg.transcript_source, label_set, params.features.asr)
+        summary = {
+            "train_minutes": round(minutes, 2),
+            "steps": trainer.state.global_step,
+            "examples": split_summary(train + dev),
+            **{k: v for k, v in result.items() if k != "samples"},
+        }
+        (out / "eval.json").write_text(json.dumps({**summary, "samples": result["samples"]},
+                                                  indent=2) + "\n")
+        mlflow.log_metrics({"dev_accuracy": result["dev_accuracy"],
+                            "dev_well_formed": result["dev_well_formed"],
+                            "majority_rate": result["majority_rate"],
+                            "train_minutes": minutes,
+                            **{f"perception_{t}": v for t, v in
+                               result.get("perception_accuracy", {}).items()}})
+        mlflow.log_table({k: [str(s[k]) for s in result["samples"]]
+                          for k in ("utt_id", "label", "predicted", "output")},
+                         "dev_generations.json")
+    print(f"sft: {summary['steps']} steps in {minutes:.1f} min; dev accuracy "
+          f"{result['dev_accuracy']:.3f} (majority {result['majority_rate']:.3f}), well-formed "
+          f"{result['dev_well_formed']:.3f}; perception {result.get('perception_accuracy')}")
+    return summary
