@@ -35,6 +35,7 @@ bench: install
 	$(PY) benchmarks/bench_prepare.py
 	$(PY) benchmarks/bench_features.py
 	$(PY) benchmarks/bench_distill.py
+	$(PY) benchmarks/bench_sft.py
 
 clean:
 	rm -rf data reports mlflow.db mlartifacts

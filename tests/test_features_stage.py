@@ -14,8 +14,7 @@ from components.features.frames import read_shard
 from components.features.stage import build_features, run_features, run_parallel
 from components.features.extract import ClipJob, clip_f0_median
 from components.gates.features_gate import run_features_gate
-from components.prepare.demo import generate_demo_corpus
-from components.prepare.manifest import build_manifest
+from tests.demo_fixture import demo_manifest
 from components.prepare.schema import write_manifest
 
 CONTRACT = ["utt_id", "f0_median_hz", "f0_p5_st", "f0_p95_st", "f0_range_st", "f0_sd_st",
@@ -27,12 +26,7 @@ CONTRACT = ["utt_id", "f0_median_hz", "f0_p5_st", "f0_p95_st", "f0_range_st", "f
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
-    loaded = generate_demo_corpus(root / "audio", DemoConfig(n_clips=16, n_speakers=4), seed=3,
-                                  progress=False)
-    df, meta, _ = build_manifest(loaded, "demo", root / "audio", None, {}, 0.0,
-                                 SplitConfig(train=0.5, dev=0.0, test=0.5), 3,
-                                 DemoConfig().emotions)
-    write_manifest(df, meta, root / "manifest.parquet")
+    df, _ = demo_manifest(root, 16, 4, 3, SplitConfig(train=0.5, dev=0.0, test=0.5))
     return root, df
 
 

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
+from tests.tiny_models import save_tiny_lm
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +33,12 @@ def project(tmp_path_factory):
     shutil.copytree(REPO / "components", root / "components",
                     ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["prepare"]["demo"].update(n_clips=24, n_speakers=4)
+    params["prepare"]["demo"].update(n_clips=24, n_speakers=6)
+    params["features"]["cache_dir"] = str(root / ".cache")
+    params["distill"]["cache"] = str(root / ".cache" / "rationales.jsonl")
+    # SFT on a tiny random LM: proves the stage fits, not that it learns (a benchmark does that)
+    params["sft"].update(lm=str(save_tiny_lm(root / "tiny_lm")), max_steps=2, batch_size=4,
+                         eval_clips=2, max_target_words=20)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=root, env=env, check=True)
@@ -60,6 +66,7 @@ def test_flow_runs_all_stages_then_dvc_has_nothing_to_do(project, monkeypatch):
         published = asyncio.run(artifacts())
     assert done == stages
 
+    assert (root / "models" / "sft" / "task.json").exists()
     manifest = pd.read_parquet(root / "data" / "prepared" / "manifest.parquet")
     gated = pd.read_parquet(root / "data" / "gated" / "manifest.parquet")
     assert len(manifest) == 24 and len(gated) == 24

@@ -8,18 +8,16 @@ import soundfile as sf
 import torch
 
 from components.cli import main
-from components.config import DemoConfig, FeaturesConfig, Params, SplitConfig
+from components.config import FeaturesConfig, Params, SplitConfig
 from components.distill.stage import distill, load_cues, write_records
 from components.distill.cache import GenerationCache
 from components.distill.template import TemplateTeacher
 from components.features.stage import build_features
-from components.prepare.demo import generate_demo_corpus
-from components.prepare.manifest import build_manifest
-from components.prepare.schema import write_manifest
 from components.speechlm.collate import AudioSource, SpeechCollator, load_frames
 from components.speechlm.io import build_speechlm, load_speechlm
 from components.speechlm.sft_data import SftDataConfig, build_sft_examples
 from components.speechlm.train import train_sft
+from tests.demo_fixture import demo_manifest
 from tests.tiny_models import save_tiny_lm
 
 pytestmark = pytest.mark.slow
@@ -30,12 +28,7 @@ TINY = {"encoder_dim": 32, "encoder_heads": 2, "encoder_layers": 1, "lora_r": 4,
 def pipeline(tmp_path_factory):
     """Manifest, features (with frame shards) and template rationales for 32 demo clips."""
     root = tmp_path_factory.mktemp("sft")
-    loaded = generate_demo_corpus(root / "audio", DemoConfig(n_clips=32, n_speakers=8), seed=5,
-                                  progress=False)
-    df, meta, _ = build_manifest(loaded, "demo", root / "audio", None, {}, 0.0,
-                                 SplitConfig(train=0.5, dev=0.25, test=0.25), 5,
-                                 DemoConfig().emotions)
-    write_manifest(df, meta, root / "manifest.parquet")
+    df, meta = demo_manifest(root, 32, 8, 5, SplitConfig(train=0.5, dev=0.25, test=0.25))
     feats, _ = build_features(df, root / "audio", FeaturesConfig(
         workers=1, cache_dir=str(root / "cache")), root / "features")
     feats.to_parquet(root / "features" / "features.parquet", index=False)
@@ -56,10 +49,14 @@ def test_collator_masks_everything_but_the_target(pipeline):
     batch = collator(examples[:4])
     for row, labs, example in zip(batch["input_ids"], batch["labels"], examples[:4]):
         kept = labs[labs != -100]
-        assert tokenizer.decode(kept) == example["target"] + tokenizer.eos_token
+        assert tokenizer.decode(kept) == example["target"] + collator.ending(example)
+        assert collator.ending(example) == tokenizer.eos_token  # training targets are complete
         n_audio = int((row == model.config.audio_token_id).sum())
         assert n_audio == model.n_audio_tokens(len(collator.source.frames[example["utt_id"]]))
     assert batch["audio_values"].shape[0] == 4 and batch["audio_mask"].dtype == torch.bool
+    dev = build_sft_examples(feats, df, records, SftDataConfig(perception_ratio=0.0,
+                                                               splits=["dev"]))
+    assert dev and all(collator.ending(e) == "" for e in dev)  # label-only: no premature stop
 
 
 def test_sft_trains_checkpoints_resumes_and_predicts(pipeline, tmp_path, capsys):

@@ -81,13 +81,21 @@ class SpeechCollator:
         return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
                                                   tokenize=True, return_dict=False)
 
+    def ending(self, example: dict) -> str:
+        """EOS after a complete target. A label-only SER target (a dev clip without a teacher
+        rationale) gets none: the model would go on with its rationale, so its loss then
+        measures the label, not a premature stop."""
+        if example["task"] == "ser" and not example.get("rationale"):
+            return ""
+        return self.tokenizer.eos_token or ""
+
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         values, mask, n_frames = self.source.batch([e["utt_id"] for e in examples])
         rows, labels = [], []
-        eos = self.tokenizer.eos_token or ""
         for example, frames in zip(examples, n_frames):
             prompt = self.prompt_ids(example, frames)
-            target = self.tokenizer(example["target"] + eos, add_special_tokens=False)["input_ids"]
+            target = self.tokenizer(example["target"] + self.ending(example),
+                                    add_special_tokens=False)["input_ids"]
             if len(prompt) >= self.max_length:
                 raise ValueError(f"{example['utt_id']}: the prompt alone has {len(prompt)} tokens "
                                  f"(max_length {self.max_length}); lower tokens_per_second")
