@@ -73,13 +73,12 @@ def start_pipeline_run(cfg: TrackingConfig, key: str, name: str | None = None) -
     return run.info.run_id
 
 
-def find_or_create_parent(cfg: TrackingConfig, key: str) -> str:
+def find_or_create_parent(cfg: TrackingConfig, key: str, experiment_id: str) -> str:
     """The parent run id from the environment, else the newest parent with this key."""
     import mlflow
 
     if os.environ.get(PARENT_ENV):
         return os.environ[PARENT_ENV]
-    experiment_id = _setup(cfg)
     found = mlflow.search_runs(
         [experiment_id], filter_string=f"tags.`emoreason.pipeline_key` = '{key}'",
         order_by=["attributes.start_time DESC"], max_results=1, output_format="list",
@@ -101,9 +100,10 @@ def stage_run(stage: str, cfg: TrackingConfig, params: dict | None = None) -> It
     """A child run for one stage under the pipeline's parent, tagged with commit and params."""
     import mlflow
 
-    parent = find_or_create_parent(cfg, pipeline_key())
+    experiment_id = _setup(cfg)
+    parent = find_or_create_parent(cfg, pipeline_key(), experiment_id)
     with mlflow.start_run(
-        run_name=stage, parent_run_id=parent, experiment_id=_setup(cfg),
+        run_name=stage, parent_run_id=parent, experiment_id=experiment_id,
         tags={"emoreason.kind": "stage", "emoreason.stage": stage, "git_commit": git_commit()},
     ) as run:
         if params:

@@ -70,7 +70,6 @@ def test_sft_trains_checkpoints_resumes_and_predicts(pipeline, tmp_path, capsys)
     params.sft.max_steps, params.sft.batch_size, params.sft.eval_clips = 3, 4, 4
     params.sft.max_target_words = 20
     out = tmp_path / "model"
-    before, _ = build_speechlm(str(tiny), **TINY)
     summary = train_sft(params, out)
     assert summary["steps"] == 3 and 0.0 <= summary["dev_accuracy"] <= 1.0
     assert (out / "task.json").exists() and (out / "adapter_model.safetensors").exists()
@@ -94,4 +93,3 @@ def test_sft_trains_checkpoints_resumes_and_predicts(pipeline, tmp_path, capsys)
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(result) == {"path", "transcript", "label", "rationale", "well_formed"}
     assert result["label"] is None or result["label"] in labels
-    del before

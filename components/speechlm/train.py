@@ -25,11 +25,6 @@ from components.speechlm.formats import PERCEPTION_TASKS, parse_output
 from components.speechlm.predict import write_task
 from components.speechlm.sft_data import SftDataConfig, build_sft_examples, split_summary
 
-PERCEPTION_CHOICES = {"pitch": ("low", "normal", "high"), "energy": ("low", "normal", "high"),
-                      "rate": ("slow", "normal", "fast"),
-                      "intonation": ("rising", "falling", "rise-fall", "fall-rise", "flat",
-                                     "expressive")}
-
 
 def sft_examples(cfg: SFTConfig, seed: int) -> tuple[list[dict], list[dict], pd.DataFrame,
                                                         list[str], str]:
@@ -101,7 +96,7 @@ def evaluate(model, collator: SpeechCollator, dev: list[dict], label_set: list[s
             by_task.setdefault(example["task"], []).append(
                 bool(words) and words[0].strip(".,;:") == example["level"])
         result["perception_accuracy"] = {t: sum(v) / len(v) for t, v in by_task.items()}
-        result["perception_chance"] = {t: 1 / len(PERCEPTION_CHOICES[t]) for t in by_task}
+        result["perception_chance"] = {t: 1 / len(PERCEPTION_TASKS[t][1]) for t in by_task}
     return result
 
 
