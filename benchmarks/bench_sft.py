@@ -1,6 +1,6 @@
 """SFT benchmark: training throughput (samples/s, tokens/s) and peak memory of the default
-SpeechLM (bundled SmolLM2-135M + LoRA, frames encoder) on this machine, and generation speed
-at batch 1 and batch 8.
+SpeechLM (bundled SmolLM2-135M + LoRA, frames encoder) on this machine, the encoder warm-up's
+time per epoch, and generation speed at batch 1 and batch 8.
 
 Uses the demo pipeline's outputs (run `make demo` first).
 Run: python benchmarks/bench_sft.py [--steps 4]
@@ -14,10 +14,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+import pandas as pd  # noqa: E402
+
 from components.config import load_params  # noqa: E402
 from components.speechlm.collate import AudioSource, SpeechCollator  # noqa: E402
 from components.speechlm.io import build_speechlm  # noqa: E402
-from components.speechlm.train import generate, make_optimizer, sft_examples  # noqa: E402
+from components.speechlm.pretrain import pretrain_encoder  # noqa: E402
+from components.speechlm.prosody_vector import PROSODY_DIM  # noqa: E402
+from components.speechlm.train import (  # noqa: E402
+    generate,
+    labelled_clips,
+    make_optimizer,
+    sft_examples,
+)
 
 
 def main() -> None:
@@ -32,10 +41,18 @@ def main() -> None:
         sys.exit("run `make demo` first: the distill outputs are missing")
     train, dev, manifest, labels, root = sft_examples(cfg, params.base.seed)
     model, tokenizer = build_speechlm(cfg.lm, encoder=cfg.encoder,
-                                      tokens_per_second=cfg.tokens_per_second)
+                                      tokens_per_second=cfg.tokens_per_second,
+                                      prosody_dim=PROSODY_DIM if cfg.prosody_token else 0)
     source = AudioSource.from_features(model, cfg.frames, manifest, root,
-                                       {e["utt_id"] for e in train + dev})
+                                       {e["utt_id"] for e in train + dev},
+                                       pd.read_parquet(cfg.features))
     collator = SpeechCollator(tokenizer, source, labels)
+    start = time.perf_counter()
+    pretrain_encoder(model, source.batch, labelled_clips(train), [], labels, 1,
+                     cfg.encoder_pretrain_learning_rate)
+    epoch = time.perf_counter() - start
+    print(f"encoder warm-up: {epoch:.1f} s/epoch, {cfg.encoder_pretrain_epochs} epochs: "
+          f"{cfg.encoder_pretrain_epochs * epoch / 60:.1f} min")
     optimizer = make_optimizer(model, cfg)
     model.train()
     batches = [collator(train[i * cfg.batch_size:(i + 1) * cfg.batch_size])

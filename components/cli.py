@@ -105,7 +105,15 @@ def cmd_sft(args: argparse.Namespace, params: Params) -> None:
         cfg.max_steps = args.max_steps
     if args.no_perception:
         cfg.perception_ratio = 0.0
+    if args.no_prosody_token:
+        cfg.prosody_token = False
     train_sft(params, Path(args.out or cfg.out))
+
+
+def cmd_zeroshot(args: argparse.Namespace, params: Params) -> None:
+    from components.speechlm.zeroshot import build_zero_shot
+
+    build_zero_shot(params, Path(args.out or params.zeroshot.out))
 
 
 def cmd_predict(args: argparse.Namespace, params: Params) -> None:
@@ -114,7 +122,7 @@ def cmd_predict(args: argparse.Namespace, params: Params) -> None:
     from components.speechlm.predict import load_predictor
 
     predictor = load_predictor(Path(args.model))
-    for result in predictor.predict([Path(p) for p in args.clips]):
+    for result in predictor.predict([Path(p) for p in args.clips], args.same_speaker):
         if args.json:
             print(json.dumps(result, ensure_ascii=False))
         else:
@@ -242,16 +250,30 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--max-steps", type=int, help="cap on optimizer steps")
     st.add_argument("--no-perception", action="store_true",
                     help="ablation: no prosody-perception tasks")
+    st.add_argument("--no-prosody-token", action="store_true",
+                    help="ablation: no speaker-normalised eGeMAPS token")
     st.set_defaults(func=cmd_sft)
+
+    zs = sub.add_parser(
+        "zeroshot", help="the base-LM zero-shot baseline: model folder and its dev accuracy",
+        description="The SpeechLM class with LoRA off and no audio, prompted with the "
+                    "transcript and the prosody caption as text. Writes a model folder that "
+                    "`emoreason predict` runs, and eval.json; logs to MLflow.",
+    )
+    zs.add_argument("--out", help="model folder (default zeroshot.out)")
+    zs.set_defaults(func=cmd_zeroshot)
 
     pr = sub.add_parser(
         "predict", help="transcript, emotion and rationale for WAV files",
         description="Runs a trained SpeechLM folder on audio files (any sample rate, mono or "
                     "stereo).",
     )
-    pr.add_argument("--model", required=True, help="a model folder written by `emoreason sft`")
+    pr.add_argument("--model", required=True, help="a model folder written by `emoreason sft` or `emoreason zeroshot`")
     pr.add_argument("clips", nargs="+", help="audio files")
     pr.add_argument("--json", action="store_true", help="one JSON object per clip")
+    pr.add_argument("--same-speaker", action="store_true",
+                    help="the clips are one speaker's: normalise their prosody over them "
+                         "(better than the training population's statistics; give several)")
     pr.set_defaults(func=cmd_predict)
 
     m = sub.add_parser("model", help="language models")

@@ -205,6 +205,9 @@ class SFTConfig:
     tokens_per_second: float = 8.0
     """Soft audio tokens per second of audio."""
     audio_dropout: float = 0.1
+    prosody_token: bool = True
+    """One more soft token per clip from its speaker-normalised eGeMAPS (prosody relative to
+    the speaker, which the frames of one clip cannot tell)."""
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
@@ -213,18 +216,40 @@ class SFTConfig:
     transcript_source: str = "asr"
     """asr: the features' transcript is in the prompt; model: the model writes it."""
     perception_ratio: float = 0.5
-    """Prosody-perception examples per SER example (0 turns prosody enhancement off)."""
-    epochs: int = 3
+    """Prosody-perception examples per SER example, and perception heads in the encoder warm-up
+    (0 turns prosody enhancement off)."""
+    epochs: int = 2
     max_steps: int = -1
     """A cap on optimizer steps (-1: the epochs decide)."""
-    batch_size: int = 8
+    batch_size: int = 4
     learning_rate: float = 3e-4
-    encoder_learning_rate: float = 1e-3
+    answer_weight: float = 10.0
+    """Loss weight of the label (and perception answer) tokens against 1 for the rest of the
+    target: the decision that needs the audio is otherwise a few percent of the loss."""
+    encoder_learning_rate: float = 1e-4
+    """The warmed-up encoder and the projectors during SFT: low, so the LM learns to read them."""
+    encoder_pretrain_epochs: int = 15
+    """Epochs of training the encoder as an emotion classifier before SFT (0: none)."""
+    encoder_pretrain_learning_rate: float = 1e-3
     early_stopping_patience: int = 2
-    max_target_words: int = 80
+    max_target_words: int = 40
     """Rationales are cut to this many words in the targets (shorter sequences, faster steps)."""
     eval_clips: int = 60
     """Dev clips decoded after training for the accuracy check and sample generations."""
+
+
+@dataclass
+class ZeroShotConfig:
+    """The "base LM zero-shot" baseline: the LM without LoRA or audio, given the transcript and
+    the prosody caption as text."""
+    features: str = "data/features/features.parquet"
+    levels: str = "data/features/levels.json"
+    manifest: str = "data/gated/manifest.parquet"
+    out: str = "models/zeroshot"
+    lm: str = "bundled:smollm2-135m-instruct"
+    format: str = "explain_after"
+    eval_clips: int = 60
+    max_new_tokens: int = 96
 
 
 @dataclass
@@ -244,6 +269,7 @@ class Params:
     distill: DistillConfig = field(default_factory=DistillConfig)
     rationales_gate: RationalesGateConfig = field(default_factory=RationalesGateConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
+    zeroshot: ZeroShotConfig = field(default_factory=ZeroShotConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 

@@ -7,6 +7,7 @@ from components.speechlm.formats import (
     FORMATS,
     PERCEPTION_TASKS,
     TRANSCRIPT_SOURCES,
+    answer_span,
     build_prompt,
     format_target,
     label_continuations,
@@ -216,6 +217,8 @@ def test_perception_prompt(task, question):
     ({"label_set": []}, "non-empty labels"),
     ({"transcript": None}, "needs the transcript"),
     ({"fmt": "xml"}, "unknown target format"),
+    ({"n_audio_tokens": -1, "prosody": "pitch high"}, "positive integer"),
+    ({"task": "pitch", "prosody": "pitch high"}, "SER prompts only"),
 ])
 def test_prompt_errors(kwargs, message):
     args = {"task": "ser", "fmt": "explain_after", "transcript_source": "asr",
@@ -258,3 +261,24 @@ def test_label_continuations_without_model_output():
         "sad": "<think>Slow.</think>\n<answer>sad"}
     with pytest.raises(ValueError, match="needs the transcript"):
         label_continuations("explain_after", "model", ["sad"])
+
+
+def test_text_only_prompt_carries_transcript_and_caption():
+    caption = "pitch high, wide range, rising intonation; energy high; rate fast"
+    user = build_prompt("ser", "explain_after", "asr", TRANSCRIPT, LABELS, 0, AUDIO,
+                        prosody=caption)[1]["content"]
+    assert AUDIO not in user and "Listen to this recording" not in user
+    assert f"Transcript: {TRANSCRIPT}\n\nHow it is said: {caption}\n\n" in user
+    with_audio = build_prompt("ser", "explain_after", "asr", TRANSCRIPT, LABELS, 3, AUDIO,
+                              prosody=caption)[1]["content"]
+    assert with_audio.count(AUDIO) == 3 and "How it is said" in with_audio
+
+
+@pytest.mark.parametrize("fmt, source", MODES)
+def test_answer_span_is_the_label_in_every_mode(fmt, source):
+    target = format_target("ser", fmt, source, TRANSCRIPT, "happy", RATIONALE)
+    example = {"task": "ser", "fmt": fmt, "transcript_source": source, "transcript": TRANSCRIPT,
+               "label": "happy", "rationale": RATIONALE, "target": target}
+    start, end = answer_span(example)
+    assert target[start:end] == "happy"
+    assert answer_span({"task": "pitch", "target": "high"}) == (0, 4)

@@ -5,6 +5,7 @@ their results as Prefect artifacts, MLflow gets one parent with a child per stag
 `dvc repro` has nothing to do.
 """
 import asyncio
+import json
 import os
 import shutil
 import subprocess
@@ -37,8 +38,10 @@ def project(tmp_path_factory):
     params["features"]["cache_dir"] = str(root / ".cache")
     params["distill"]["cache"] = str(root / ".cache" / "rationales.jsonl")
     # SFT on a tiny random LM: proves the stage fits, not that it learns (a benchmark does that)
-    params["sft"].update(lm=str(save_tiny_lm(root / "tiny_lm")), max_steps=2, batch_size=4,
-                         eval_clips=2, max_target_words=20)
+    tiny = str(save_tiny_lm(root / "tiny_lm"))
+    params["sft"].update(lm=tiny, max_steps=2, batch_size=4, eval_clips=2, max_target_words=20,
+                         encoder_pretrain_epochs=1)
+    params["zeroshot"].update(lm=tiny, eval_clips=2, max_new_tokens=8)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=root, env=env, check=True)
@@ -67,6 +70,7 @@ def test_flow_runs_all_stages_then_dvc_has_nothing_to_do(project, monkeypatch):
     assert done == stages
 
     assert (root / "models" / "sft" / "task.json").exists()
+    assert json.loads((root / "models" / "zeroshot" / "task.json").read_text())["inputs"] == "text"
     manifest = pd.read_parquet(root / "data" / "prepared" / "manifest.parquet")
     gated = pd.read_parquet(root / "data" / "gated" / "manifest.parquet")
     assert len(manifest) == 24 and len(gated) == 24

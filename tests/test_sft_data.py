@@ -11,6 +11,7 @@ from components.speechlm.sft_data import (
     SftDataConfig,
     build_sft_examples,
     example_prompt,
+    perception_probes,
     shorten,
     split_summary,
 )
@@ -254,3 +255,19 @@ def test_example_prompt(data):
     pitch = next(e for e in examples if e["task"] == "pitch")
     user = example_prompt(pitch, LABELS, 3, "<|audio|>")[1]["content"]
     assert "pitch level: low, normal or high?" in user and pitch["transcript"] not in user
+
+
+def test_perception_probes_ask_every_measured_question(data):
+    features, manifest, rationales = data
+    features = features.copy()
+    features.loc[features["utt_id"] == "u040", "pitch_level"] = "unknown"
+    dev = [e for e in build_sft_examples(features, manifest, rationales,
+                                         SftDataConfig(perception_ratio=0.0, splits=["dev"]))]
+    probes = perception_probes(dev, features)
+    assert len(probes) == 4 * len(dev) - 1  # every task for every clip, unmeasured left out
+    levels = features.set_index("utt_id")
+    for probe in probes:
+        column = {"pitch": "pitch_level", "energy": "energy_level", "rate": "rate_level",
+                  "intonation": "intonation"}[probe["task"]]
+        assert probe["level"] == levels.at[probe["utt_id"], column] == probe["target"]
+        assert probe["label"] is None and probe["split"] == "dev"

@@ -9,14 +9,16 @@ import torch
 
 from components.cli import main
 from components.config import FeaturesConfig, Params, SplitConfig
-from components.distill.stage import distill, load_cues, write_records
 from components.distill.cache import GenerationCache
+from components.distill.stage import distill, load_cues, write_records
 from components.distill.template import TemplateTeacher
+from components.features.levels import fit_levels, save_levels
 from components.features.stage import build_features
 from components.speechlm.collate import AudioSource, SpeechCollator, load_frames
 from components.speechlm.io import build_speechlm, load_speechlm
 from components.speechlm.sft_data import SftDataConfig, build_sft_examples
 from components.speechlm.train import train_sft
+from components.speechlm.zeroshot import build_zero_shot
 from tests.demo_fixture import demo_manifest
 from tests.tiny_models import save_tiny_lm
 
@@ -59,6 +61,25 @@ def test_collator_masks_everything_but_the_target(pipeline):
     assert dev and all(collator.ending(e) == "" for e in dev)  # label-only: no premature stop
 
 
+def test_collator_weights_the_heard_answer(pipeline):
+    root, df, feats, records, labels, tiny = pipeline
+    model, tokenizer = build_speechlm(str(tiny), **TINY)
+    examples = build_sft_examples(feats, df, records, SftDataConfig(perception_ratio=0.5))
+    source = AudioSource(model, frames=load_frames(root / "features" / "frames",
+                                                   {e["utt_id"] for e in examples}))
+    assert "loss_weights" not in SpeechCollator(tokenizer, source, labels)(examples[:2])
+    collator = SpeechCollator(tokenizer, source, labels, answer_weight=5.0)
+    ser = next(e for e in examples if e["task"] == "ser")
+    perception = next(e for e in examples if e["task"] != "ser")
+    batch = collator([ser, perception])
+    for row, labs, weights, example in zip(batch["input_ids"], batch["labels"],
+                                            batch["loss_weights"], (ser, perception)):
+        assert (weights[labs == -100] == 0).all() and (weights[labs != -100] > 0).all()
+        heard = tokenizer.decode(row[weights == 5.0]).strip()
+        assert heard == (example["label"] if example["task"] == "ser" else example["target"])
+    assert (batch["loss_weights"][0] == 1.0).sum() > 5  # the rationale keeps weight 1
+
+
 def test_sft_trains_checkpoints_resumes_and_predicts(pipeline, tmp_path, capsys):
     root, df, feats, records, labels, tiny = pipeline
     params = Params()
@@ -68,10 +89,11 @@ def test_sft_trains_checkpoints_resumes_and_predicts(pipeline, tmp_path, capsys)
     params.sft.rationales = str(root / "rationales.jsonl")
     params.sft.lm = str(tiny)
     params.sft.max_steps, params.sft.batch_size, params.sft.eval_clips = 3, 4, 4
-    params.sft.max_target_words = 20
+    params.sft.max_target_words, params.sft.encoder_pretrain_epochs = 20, 2
     out = tmp_path / "model"
     summary = train_sft(params, out)
     assert summary["steps"] == 3 and 0.0 <= summary["dev_accuracy"] <= 1.0
+    assert 0.0 <= summary["pretrain_dev_accuracy"] <= 1.0  # the encoder was warmed up first
     assert (out / "task.json").exists() and (out / "adapter_model.safetensors").exists()
     assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*"))
     trained, _ = load_speechlm(out)
@@ -89,6 +111,42 @@ def test_sft_trains_checkpoints_resumes_and_predicts(pipeline, tmp_path, capsys)
     t = np.arange(48000) / 48000
     stereo = 0.3 * np.sin(2 * np.pi * 180 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))
     sf.write(wav, np.stack([stereo, stereo], axis=1), 48000)  # any rate, any channels
+    assert (out / "prosody_norm.json").exists()  # an unknown speaker's prosody normalisation
+    assert main(["predict", "--model", str(out), str(wav), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(result) == {"path", "transcript", "label", "rationale", "well_formed"}
+    assert result["label"] is None or result["label"] in labels
+    other = tmp_path / "other.wav"
+    sf.write(other, 0.5 * stereo[:24000], 16000)
+    assert main(["predict", "--model", str(out), str(wav), str(other), "--json",
+                 "--same-speaker"]) == 0
+    results = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()
+               if line.startswith("{")]
+    assert [r["path"] for r in results] == [str(wav), str(other)]
+
+
+def test_zero_shot_baseline_scores_dev_and_predicts_any_wav(pipeline, tmp_path, capsys):
+    root, df, feats, _, labels, tiny = pipeline
+    levels = root / "levels.json"
+    save_levels(levels, fit_levels(feats))
+    params = Params()
+    params.zeroshot.features = str(root / "features" / "features.parquet")
+    params.zeroshot.manifest = str(root / "manifest.parquet")
+    params.zeroshot.levels = str(levels)
+    params.zeroshot.lm = str(tiny)
+    params.zeroshot.eval_clips, params.zeroshot.max_new_tokens = 4, 8
+    out = tmp_path / "zeroshot"
+    result = build_zero_shot(params, out)
+    dev = df[(df["split"] == "dev") & df["label"].isin(labels)]
+    assert result["dev_clips"] == min(4, len(dev))
+    assert 0.0 <= result["dev_accuracy"] <= 1.0 and result["majority_label"] in labels
+    trained, _ = load_speechlm(out)
+    assert not trained.has_lora  # the base LM, as it comes
+    assert json.loads((out / "task.json").read_text())["inputs"] == "text"
+
+    wav = tmp_path / "clip.wav"
+    t = np.arange(22050) / 22050
+    sf.write(wav, 0.3 * np.sin(2 * np.pi * 200 * t * (1 + 0.2 * t)), 22050)
     assert main(["predict", "--model", str(out), str(wav), "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(result) == {"path", "transcript", "label", "rationale", "well_formed"}

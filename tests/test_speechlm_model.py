@@ -251,3 +251,39 @@ def test_whisper_encoder_path(tiny_lm, tmp_path):
         torch.testing.assert_close(loaded(**enc, audio_values=values, audio_mask=mask).logits, a, rtol=0, atol=0)
     with pytest.raises(ValueError, match="hears at most 30 s"):
         model.featurize([np.zeros(16000 * 31, dtype=np.float32)])
+
+
+def test_prosody_token_is_heard_saved_and_batched(tiny_lm, monkeypatch, tmp_path):
+    monkeypatch.setattr(speechlm_io, "resolve_model", lambda name: str(tiny_lm) if name == TINY_NAME else name)
+    torch.manual_seed(2)
+    model, tokenizer = build_speechlm(TINY_NAME, prosody_dim=88, **TINY_ENCODER)
+    plain, _ = build_speechlm(TINY_NAME, **TINY_ENCODER)
+    assert model.n_audio_tokens(120) == plain.n_audio_tokens(120) + 1  # one placeholder more
+    enc, values, mask = _batch(model, tokenizer)
+    prosody = torch.randn(2, 88)
+    with torch.no_grad():
+        logits = model(**enc, audio_values=values, audio_mask=mask, prosody_values=prosody).logits
+        other = model(**enc, audio_values=values, audio_mask=mask, prosody_values=-prosody).logits
+        assert (logits - other).abs().max() > 1e-3  # the LM hears the prosody vector
+        hidden = model.base_model(**enc, audio_values=values, audio_mask=mask,
+                                  prosody_values=prosody).last_hidden_state
+        torch.testing.assert_close(model.get_output_embeddings()(hidden), logits, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="needs prosody_values"):
+        model(**enc, audio_values=values, audio_mask=mask)
+    assert model.model.prosody_projector[0].weight.requires_grad
+
+    folder = save_speechlm(model, tokenizer, tmp_path / "prosody")
+    with safe_open(str(folder / "audio.safetensors"), framework="pt") as f:
+        assert {k.split(".")[0] for k in f.keys()} == {"projector", "prosody_projector", "audio_encoder"}
+    loaded, _ = load_speechlm(folder)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**enc, audio_values=values, audio_mask=mask,
+                                          prosody_values=prosody).logits, logits, rtol=0, atol=0)
+        batched = model.generate(**enc, audio_values=values, audio_mask=mask, prosody_values=prosody,
+                                 max_new_tokens=5, do_sample=False)[:, enc["input_ids"].shape[1]:]
+        for i in range(2):
+            one = _prompts(model, tokenizer, [model.soft_token_counts(mask[i:i + 1, :int(mask[i].sum())])[0]])
+            single = model.generate(**one, audio_values=values[i:i + 1, :int(mask[i].sum())],
+                                    audio_mask=mask[i:i + 1, :int(mask[i].sum())],
+                                    prosody_values=prosody[i:i + 1], max_new_tokens=5, do_sample=False)
+            assert single[0, one["input_ids"].shape[1]:].tolist() == batched[i].tolist()

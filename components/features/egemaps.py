@@ -40,3 +40,8 @@ def egemaps_functionals(audio: np.ndarray, sr: int) -> np.ndarray:
     if values.shape != (1, len(EGEMAPS_NAMES)):
         raise RuntimeError(f"openSMILE returned shape {values.shape}, expected (1, {len(EGEMAPS_NAMES)})")
     return values[0]
+
+
+def zscore(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """(x - mean) / std per column, a constant column left unscaled; NaN stays NaN."""
+    return (x - mean) / np.where(std > 1e-8, std, 1.0)

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from components.config import FeaturesConfig, Params, as_dict
 from components.features.captions import prosody_caption
 from components.features.extract import ClipJob, clip_f0_median, extract_clip
+from components.features.egemaps import zscore
 from components.features.frames import FRAME_FEATURE_NAMES, write_shard
 from components.features.levels import apply_levels, fit_levels, load_levels, save_levels
 from components.paths import UnsafePathError, resolve_audio_path
@@ -128,7 +129,7 @@ def normalise_egemaps(feats: pd.DataFrame, min_speaker_clips: int = 5) -> pd.Ser
         rows = group == key
         mean = np.nanmean(x[rows], axis=0)
         std = np.nanstd(x[rows], axis=0)
-        out[rows] = (x[rows] - mean) / np.where(std > 1e-8, std, 1.0)
+        out[rows] = zscore(x[rows], mean, std)
     return pd.Series([list(map(float, r)) for r in out.astype(np.float32)], index=feats.index)
 
 

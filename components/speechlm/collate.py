@@ -12,6 +12,8 @@ from components.audio_io import read_audio
 from components.features.frames import iter_shard
 from components.paths import resolve_audio_path
 from components.speechlm.encoders import collate_frames, n_audio_tokens
+from components.speechlm.formats import answer_span
+from components.speechlm.prosody_vector import training_vectors
 from components.speechlm.sft_data import example_prompt
 
 IGNORE = -100
@@ -39,41 +41,72 @@ def load_frames(frames_dir: Path | str, utt_ids: set[str] | None = None) -> dict
 
 
 class AudioSource:
-    """The encoder's input for a clip: frame features from the shards (frames encoder) or the
-    waveform featurized by the encoder itself (Whisper)."""
+    """The audio inputs of a clip: frame features from the shards (frames encoder) or the
+    waveform featurized by the encoder itself (Whisper), and its prosody vector when the model
+    has a prosody token."""
 
     def __init__(self, model, frames: dict[str, np.ndarray] | None = None,
-                 audio_paths: dict[str, Path] | None = None):
+                 audio_paths: dict[str, Path] | None = None,
+                 prosody: dict[str, np.ndarray] | None = None):
         self.model, self.frames, self.audio_paths = model, frames, audio_paths or {}
+        if model.config.prosody_dim and prosody is None:
+            raise ValueError("the model has a prosody token: give the clips' prosody vectors")
+        self.prosody = prosody if model.config.prosody_dim else None
 
     @classmethod
     def from_features(cls, model, frames_dir: Path | str, manifest: pd.DataFrame,
-                      data_root: Path | str, utt_ids: set[str]) -> "AudioSource":
+                      data_root: Path | str, utt_ids: set[str],
+                      features: pd.DataFrame | None = None) -> AudioSource:
+        """`features`: the features table, read for the prosody vectors when the model has a
+        prosody token."""
+        prosody = None
+        if model.config.prosody_dim:
+            if features is None:
+                raise ValueError("the model has a prosody token: pass the features table")
+            prosody = training_vectors(features, utt_ids)
         if model.config.encoder == "frames":
-            return cls(model, frames=load_frames(frames_dir, utt_ids))
+            return cls(model, frames=load_frames(frames_dir, utt_ids), prosody=prosody)
         rows = manifest[manifest["utt_id"].isin(utt_ids)]
         return cls(model, audio_paths={r.utt_id: resolve_audio_path(r.audio_path, data_root)
-                                       for r in rows.itertuples()})
+                                       for r in rows.itertuples()}, prosody=prosody)
 
-    def batch(self, utt_ids: list[str]) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-        """(audio_values, audio_mask, input frames per clip)."""
+    def batch(self, utt_ids: list[str]) -> tuple[dict[str, torch.Tensor], list[int]]:
+        """(model inputs: audio_values, audio_mask and prosody_values if any; input frames
+        per clip)."""
         if self.frames is not None:
             arrays = [self.frames[u] for u in utt_ids]
             values, mask = collate_frames(arrays)
-            return values, mask, [len(a) for a in arrays]
-        audio = [read_audio(self.audio_paths[u], 16000)[0] for u in utt_ids]
-        values, mask = self.model.model.audio_encoder.featurize(audio)
-        return values, mask, [int(m.sum()) for m in mask]
+            n_frames = [len(a) for a in arrays]
+        else:
+            audio = [read_audio(self.audio_paths[u], 16000)[0] for u in utt_ids]
+            values, mask = self.model.model.audio_encoder.featurize(audio)
+            n_frames = [int(m.sum()) for m in mask]
+        inputs = {"audio_values": values, "audio_mask": mask}
+        if self.prosody is not None:
+            inputs["prosody_values"] = torch.from_numpy(np.stack([self.prosody[u] for u in utt_ids]))
+        return inputs, n_frames
 
 
 class SpeechCollator:
     """Examples (components.speechlm.sft_data) -> model inputs with target-only labels."""
 
     def __init__(self, tokenizer, source: AudioSource, label_set: list[str],
-                 max_length: int = 512):
+                 max_length: int = 512, answer_weight: float = 1.0):
+        """`answer_weight`: loss weight of the label (or perception answer) tokens against 1
+        for the rest of the target; other than 1 it is emitted as `loss_weights`."""
         self.tokenizer, self.source, self.label_set = tokenizer, source, list(label_set)
         self.config = source.model.config
         self.max_length = max_length
+        self.answer_weight = answer_weight
+
+    def target_ids(self, example: dict) -> tuple[list[int], list[float]]:
+        """The target's tokens (with its ending) and their loss weights."""
+        text = example["target"] + self.ending(example)
+        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        start, end = answer_span(example)
+        weights = [self.answer_weight if a < end and b > start else 1.0
+                   for a, b in encoded["offset_mapping"]]
+        return encoded["input_ids"], weights
 
     def prompt_ids(self, example: dict, n_frames: int) -> list[int]:
         messages = example_prompt(example, self.label_set, n_audio_tokens(self.config, n_frames),
@@ -90,33 +123,37 @@ class SpeechCollator:
         return self.tokenizer.eos_token or ""
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
-        values, mask, n_frames = self.source.batch([e["utt_id"] for e in examples])
-        rows, labels = [], []
+        audio, n_frames = self.source.batch([e["utt_id"] for e in examples])
+        rows, labels, weights = [], [], []
         for example, frames in zip(examples, n_frames):
             prompt = self.prompt_ids(example, frames)
-            target = self.tokenizer(example["target"] + self.ending(example),
-                                    add_special_tokens=False)["input_ids"]
+            target, target_weights = self.target_ids(example)
             if len(prompt) >= self.max_length:
                 raise ValueError(f"{example['utt_id']}: the prompt alone has {len(prompt)} tokens "
                                  f"(max_length {self.max_length}); lower tokens_per_second")
-            target = target[: self.max_length - len(prompt)]
-            rows.append(prompt + target)
-            labels.append([IGNORE] * len(prompt) + target)
+            keep = self.max_length - len(prompt)
+            rows.append(prompt + target[:keep])
+            labels.append([IGNORE] * len(prompt) + target[:keep])
+            weights.append([0.0] * len(prompt) + target_weights[:keep])
         width = max(len(r) for r in rows)
         pad = self.tokenizer.pad_token_id
         input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
         label_ids = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+        loss_weights = torch.zeros((len(rows), width), dtype=torch.float32)
         attention = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, (row, lab) in enumerate(zip(rows, labels)):
+        for i, (row, lab, weight) in enumerate(zip(rows, labels, weights)):
             input_ids[i, :len(row)] = torch.tensor(row)
             label_ids[i, :len(lab)] = torch.tensor(lab)
+            loss_weights[i, :len(weight)] = torch.tensor(weight)
             attention[i, :len(row)] = 1
-        return {"input_ids": input_ids, "attention_mask": attention, "labels": label_ids,
-                "audio_values": values, "audio_mask": mask}
+        batch = {"input_ids": input_ids, "attention_mask": attention, "labels": label_ids, **audio}
+        if self.answer_weight != 1.0:
+            batch["loss_weights"] = loss_weights
+        return batch
 
     def generation_batch(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         """Prompts only, left-padded, for `generate`."""
-        values, mask, n_frames = self.source.batch([e["utt_id"] for e in examples])
+        audio, n_frames = self.source.batch([e["utt_id"] for e in examples])
         rows = [self.prompt_ids(e, f) for e, f in zip(examples, n_frames)]
         width = max(len(r) for r in rows)
         pad = self.tokenizer.pad_token_id
@@ -125,5 +162,4 @@ class SpeechCollator:
         for i, row in enumerate(rows):
             input_ids[i, width - len(row):] = torch.tensor(row)
             attention[i, width - len(row):] = 1
-        return {"input_ids": input_ids, "attention_mask": attention, "audio_values": values,
-                "audio_mask": mask}
+        return {"input_ids": input_ids, "attention_mask": attention, **audio}

@@ -29,6 +29,9 @@ class SpeechLMConfig(PretrainedConfig):
     tokens_per_second: target soft-token rate; adjacent encoder frames are stacked
         `round(encoder rate / tokens_per_second)` at a time, so the real rate is close to it.
     audio_dropout: dropout on the soft audio tokens (it kept the LM from copying the encoder).
+    prosody_dim: length of the utterance-level prosody vector (speaker-normalised eGeMAPS
+        functionals: 88) that becomes one more soft token before the clip's frames; 0: none.
+        Prosody levels are relative to the speaker, which a single clip's frames cannot tell.
     train_pretrained_encoder: fine-tune a pretrained (Whisper) encoder instead of freezing it.
     whisper_config / whisper_feature_extractor: the Whisper encoder's config and feature
         extractor as dicts, filled in when the model is built, so it can be rebuilt from a folder.
@@ -54,6 +57,7 @@ class SpeechLMConfig(PretrainedConfig):
     tokens_per_second: float = 8.0
     projector_hidden: int | None = None
     audio_dropout: float = 0.1
+    prosody_dim: int = 0
     train_pretrained_encoder: bool = False
     whisper_config: dict | None = None
     whisper_feature_extractor: dict | None = None
@@ -79,6 +83,8 @@ class SpeechLMConfig(PretrainedConfig):
             raise ValueError("encoder 'whisper:' needs a model id or folder after the colon")
         if self.tokens_per_second <= 0:
             raise ValueError(f"tokens_per_second must be positive, got {self.tokens_per_second}")
+        if self.prosody_dim < 0:
+            raise ValueError(f"prosody_dim must be >= 0, got {self.prosody_dim}")
         if self.encoder_dim % self.encoder_heads:
             raise ValueError(f"encoder_dim {self.encoder_dim} is not divisible by encoder_heads {self.encoder_heads}")
         for name in ("encoder_dropout", "audio_dropout", "lora_dropout"):

@@ -185,10 +185,12 @@ def stack_size(config: SpeechLMConfig) -> int:
 
 def n_audio_tokens(config: SpeechLMConfig, n_frames: int) -> int:
     """Soft tokens (= placeholders to put in the prompt) for a clip of `n_frames` input frames
-    (rows of its frame features, or valid Whisper log-mel frames: 100 per second either way)."""
+    (rows of its frame features, or valid Whisper log-mel frames: 100 per second either way),
+    the prosody token included."""
     if n_frames < 0:
         raise ValueError(f"n_frames must be >= 0, got {n_frames}")
-    return math.ceil(encoder_class(config).output_frames(int(n_frames)) / stack_size(config))
+    return math.ceil(encoder_class(config).output_frames(int(n_frames)) / stack_size(config)) \
+        + (1 if config.prosody_dim else 0)
 
 
 def build_audio_encoder(config: SpeechLMConfig, pretrained: nn.Module | None = None) -> AudioEncoder:

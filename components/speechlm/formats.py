@@ -108,23 +108,27 @@ def _ser_instruction(fmt: str, transcript_source: str, labels: str) -> str:
 
 def build_prompt(task: str, fmt: str, transcript_source: str, transcript: str | None,
                  label_set: list[str] | tuple[str, ...], n_audio_tokens: int,
-                 audio_token: str) -> list[dict]:
+                 audio_token: str, prosody: str | None = None) -> list[dict]:
     """Chat messages (system, user) for one clip and task.
 
     The user message holds exactly `n_audio_tokens` adjacent copies of `audio_token` (where the
     model puts its soft audio tokens), then the instruction. For `ser` it lists `label_set`
     and, with transcript_source `asr`, the transcript. Perception prompts hold neither: their
-    answer must come from the audio.
+    answer must come from the audio. `prosody` (a prosody caption, SER only) describes how the
+    words are said as text; with it `n_audio_tokens` may be 0: the text-only zero-shot prompt.
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
     _check_mode(fmt, transcript_source)
+    if prosody is not None and task != SER_TASK:
+        raise ValueError("a prosody caption goes into SER prompts only: perception is heard")
     if isinstance(n_audio_tokens, bool) or not isinstance(n_audio_tokens, int) \
-            or n_audio_tokens < 1:
-        raise ValueError(f"n_audio_tokens must be a positive integer, got {n_audio_tokens!r}")
+            or n_audio_tokens < (0 if prosody is not None else 1):
+        raise ValueError(f"n_audio_tokens must be a positive integer (0 only with a prosody "
+                         f"caption), got {n_audio_tokens!r}")
     if not isinstance(audio_token, str) or not audio_token.strip():
         raise ValueError(f"audio_token must be a non-empty string, got {audio_token!r}")
-    parts = [f"Listen to this recording: {audio_token * n_audio_tokens}"]
+    parts = [f"Listen to this recording: {audio_token * n_audio_tokens}"] if n_audio_tokens else []
     if task == SER_TASK:
         labels = [_one_line(label, "label") for label in label_set]
         if not labels or not all(labels):
@@ -134,6 +138,8 @@ def build_prompt(task: str, fmt: str, transcript_source: str, transcript: str | 
                 raise ValueError("transcript_source 'asr' needs the transcript for the prompt")
             text = _one_line(transcript, "transcript")
             parts.append(f"Transcript: {text or NO_TRANSCRIPT}")
+        if prosody is not None:
+            parts.append(f"How it is said: {_one_line(prosody, 'prosody caption')}")
         parts.append(_ser_instruction(fmt, transcript_source, ", ".join(labels)))
     else:
         question, answers = PERCEPTION_TASKS[task]
@@ -191,6 +197,17 @@ def format_target(task: str, fmt: str, transcript_source: str, transcript: str |
     if task != SER_TASK:
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
     return "".join(_target_parts(fmt, transcript_source, transcript, label, rationale))
+
+
+def answer_span(example: dict) -> tuple[int, int]:
+    """Character span of the heard decision in an example's target: the label of a SER target
+    (its rationale is often template text that follows from the label), or the whole answer
+    of a perception task."""
+    if example["task"] in PERCEPTION_TASKS:
+        return 0, len(example["target"])
+    before, label, _ = _target_parts(example["fmt"], example["transcript_source"],
+                                     example["transcript"], example["label"], example["rationale"])
+    return len(before), len(before) + len(label)
 
 
 def label_continuations(fmt: str, transcript_source: str, label_set: list[str] | tuple[str, ...],

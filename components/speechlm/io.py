@@ -3,7 +3,8 @@
 A saved folder (safetensors and JSON only, nothing pickled):
 - config.json: the SpeechLMConfig, with the LM named as configured (e.g. `bundled:...`) and its config;
 - generation_config.json and the tokenizer files (with the audio placeholder token);
-- audio.safetensors: projector weights, and the encoder's unless it is a frozen pretrained encoder
+- audio.safetensors: projector weights (the prosody projector's too), and the encoder's unless it
+  is a frozen pretrained encoder
   (then it is reloaded from its source, which the config names);
 - adapter_config.json + adapter_model.safetensors: the LoRA adapter (PEFT's file names);
 - merged exports instead hold `language_model/`, the LM with LoRA merged in (a transformers
@@ -144,6 +145,8 @@ def save_speechlm(model: SpeechLMForCausalLM, tokenizer: PreTrainedTokenizerBase
     tokenizer.save_pretrained(folder)
 
     modules = {"projector": model.model.projector}
+    if model.model.prosody_projector is not None:
+        modules["prosody_projector"] = model.model.prosody_projector
     if _encoder_is_saved(config):
         modules["audio_encoder"] = model.model.audio_encoder
     tensors = {f"{prefix}.{k}": v.detach().contiguous().clone()
@@ -202,7 +205,7 @@ def load_speechlm(folder: str | Path, padding_side: str = "left",
         pretrained_encoder = _load_whisper(config.whisper_source)[0]
     model = SpeechLMForCausalLM(config, lm=lm, audio_encoder=pretrained_encoder)
     result = model.model.load_state_dict(audio_state, strict=False)
-    expected = ("projector.",) if pretrained_encoder is not None else ("projector.", "audio_encoder.")
+    expected = ("projector.", "prosody_projector.") + (() if pretrained_encoder is not None else ("audio_encoder.",))
     missing = [k for k in result.missing_keys if k.startswith(expected)]
     if missing or result.unexpected_keys:
         raise ValueError(f"{folder / AUDIO_WEIGHTS} does not fit the model: missing {missing[:5]}, "

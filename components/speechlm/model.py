@@ -60,6 +60,11 @@ class SpeechLMModel(SpeechLMPreTrainedModel):
             self.audio_encoder.output_dim, config.text_config.hidden_size, stack_size(config),
             hidden=config.projector_hidden, dropout=config.audio_dropout,
         )
+        hidden = config.text_config.hidden_size
+        self.prosody_projector = nn.Sequential(
+            nn.Linear(config.prosody_dim, config.projector_hidden or hidden), nn.GELU(),
+            nn.Linear(config.projector_hidden or hidden, hidden), nn.Dropout(config.audio_dropout),
+        ) if config.prosody_dim else None
         if language_model is None:
             language_model = AutoModel.from_config(config.text_config)
         self.language_model = language_model
@@ -71,9 +76,10 @@ class SpeechLMModel(SpeechLMPreTrainedModel):
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.language_model.set_input_embeddings(value)
 
-    def encode_audio(self, audio_values: torch.Tensor, audio_mask: torch.Tensor | None = None
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Soft tokens [B, N, hidden] and their validity mask [B, N] (valid tokens first)."""
+    def encode_audio(self, audio_values: torch.Tensor, audio_mask: torch.Tensor | None = None,
+                     prosody_values: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Soft tokens [B, N, hidden] and their validity mask [B, N] (valid tokens first); with a
+        prosody projector the first token of each clip is its prosody vector's."""
         if audio_mask is None:
             n = audio_values.shape[1] if not self.config.is_whisper else audio_values.shape[-1]
             audio_mask = torch.ones(audio_values.shape[0], n, dtype=torch.bool, device=audio_values.device)
@@ -81,12 +87,22 @@ class SpeechLMModel(SpeechLMPreTrainedModel):
         check_audio_mask(audio_mask)
         dtype = next(self.audio_encoder.parameters()).dtype
         frames, frame_mask = self.audio_encoder(audio_values.to(dtype), audio_mask)
-        return self.projector(frames, frame_mask)
+        soft, soft_mask = self.projector(frames, frame_mask)
+        if self.prosody_projector is None:
+            return soft, soft_mask
+        if prosody_values is None or prosody_values.shape != (soft.shape[0], self.config.prosody_dim):
+            got = None if prosody_values is None else tuple(prosody_values.shape)
+            raise ValueError(f"this model needs prosody_values [{soft.shape[0]}, {self.config.prosody_dim}] "
+                             f"(speaker-normalised eGeMAPS), got {got}")
+        token = self.prosody_projector(prosody_values.to(device=soft.device, dtype=soft.dtype))
+        return (torch.cat([token[:, None], soft], 1),
+                torch.cat([soft_mask.new_ones(soft.shape[0], 1), soft_mask], 1))
 
     def splice_audio(self, input_ids: torch.LongTensor, inputs_embeds: torch.Tensor,
-                     audio_values: torch.Tensor, audio_mask: torch.Tensor | None) -> torch.Tensor:
+                     audio_values: torch.Tensor, audio_mask: torch.Tensor | None,
+                     prosody_values: torch.Tensor | None = None) -> torch.Tensor:
         """Write each sample's valid soft tokens, in order, over its audio placeholders."""
-        soft, soft_mask = self.encode_audio(audio_values, audio_mask)
+        soft, soft_mask = self.encode_audio(audio_values, audio_mask, prosody_values)
         placeholders = input_ids == self.config.audio_token_id
         if placeholders.shape[0] != soft.shape[0]:
             raise ValueError(f"{placeholders.shape[0]} prompts but {soft.shape[0]} clips in audio_values")
@@ -107,6 +123,7 @@ class SpeechLMModel(SpeechLMPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         audio_values: torch.Tensor | None = None,
         audio_mask: torch.Tensor | None = None,
+        prosody_values: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
         past_key_values=None,
         inputs_embeds: torch.Tensor | None = None,
@@ -120,7 +137,8 @@ class SpeechLMModel(SpeechLMPreTrainedModel):
         if audio_values is not None:
             if input_ids is None:
                 raise ValueError("audio_values need input_ids: the audio placeholders are found by token id")
-            inputs_embeds = self.splice_audio(input_ids, inputs_embeds, audio_values, audio_mask)
+            inputs_embeds = self.splice_audio(input_ids, inputs_embeds, audio_values, audio_mask,
+                                              prosody_values)
         elif input_ids is not None and _is_prefill(past_key_values) \
                 and (input_ids == self.config.audio_token_id).any():
             raise AudioPlaceholderMismatch("the prompt holds audio placeholders but no audio_values were given")
@@ -224,6 +242,8 @@ class SpeechLMForCausalLM(SpeechLMPreTrainedModel, GenerationMixin):
             param.requires_grad_("lora_" in name)
         self.lm_head.requires_grad_(False)
         self.model.projector.requires_grad_(True)
+        if self.model.prosody_projector is not None:
+            self.model.prosody_projector.requires_grad_(True)
         self.model.audio_encoder.requires_grad_(not self.config.is_whisper or self.config.train_pretrained_encoder)
 
     def forward(
@@ -232,6 +252,7 @@ class SpeechLMForCausalLM(SpeechLMPreTrainedModel, GenerationMixin):
         attention_mask: torch.Tensor | None = None,
         audio_values: torch.Tensor | None = None,
         audio_mask: torch.Tensor | None = None,
+        prosody_values: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
         past_key_values=None,
         inputs_embeds: torch.Tensor | None = None,
@@ -246,6 +267,7 @@ class SpeechLMForCausalLM(SpeechLMPreTrainedModel, GenerationMixin):
             attention_mask=attention_mask,
             audio_values=audio_values,
             audio_mask=audio_mask,
+            prosody_values=prosody_values,
             position_ids=position_ids,
             past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
@@ -266,10 +288,12 @@ class SpeechLMForCausalLM(SpeechLMPreTrainedModel, GenerationMixin):
         )
 
     def prepare_inputs_for_generation(self, *args, audio_values=None, audio_mask=None,
+                                      prosody_values=None,
                                       is_first_iteration: bool | None = False, **kwargs):
         """Pass the audio on the prefill step only: later steps read it from the KV cache."""
         model_inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
         if is_first_iteration or not kwargs.get("use_cache", True):
             model_inputs["audio_values"] = audio_values
             model_inputs["audio_mask"] = audio_mask
+            model_inputs["prosody_values"] = prosody_values
         return model_inputs

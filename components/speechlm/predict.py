@@ -13,20 +13,23 @@ import torch
 from components.audio_io import read_audio
 from components.speechlm.encoders import n_audio_tokens
 from components.speechlm.formats import build_prompt, parse_output
+from components.speechlm.prosody_vector import clip_vectors, load_stats
 
 TASK_FILE = "task.json"
 
 
 def write_task(folder: Path, fmt: str, transcript_source: str, labels: list[str],
-               asr: str) -> None:
+               asr: str, inputs: str = "audio") -> None:
+    """`inputs`: `audio` (soft audio tokens) or `text` (transcript and prosody caption only)."""
     (folder / TASK_FILE).write_text(json.dumps(
-        {"format": fmt, "transcript_source": transcript_source, "labels": labels, "asr": asr},
-        indent=2) + "\n")
+        {"format": fmt, "transcript_source": transcript_source, "labels": labels, "asr": asr,
+         "inputs": inputs}, indent=2) + "\n")
 
 
 class Predictor:
-    def __init__(self, model, tokenizer, task: dict, max_new_tokens: int = 200):
+    def __init__(self, model, tokenizer, task: dict, folder: Path, max_new_tokens: int = 200):
         self.model, self.tokenizer, self.task = model.eval(), tokenizer, task
+        self.folder = folder
         self.max_new_tokens = max_new_tokens
         self._asr = None
 
@@ -38,8 +41,7 @@ class Predictor:
         return self._asr.transcribe(audio16k)[0]
 
     @torch.no_grad()
-    def predict_one(self, path: Path) -> dict:
-        audio, _ = read_audio(path, 16000)
+    def predict_one(self, path: Path, audio, prosody: torch.Tensor | None) -> dict:
         fmt, source, labels = self.task["format"], self.task["transcript_source"], \
             self.task["labels"]
         heard = self.transcript(audio) if source == "asr" else None
@@ -50,6 +52,7 @@ class Predictor:
         ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
                                                  return_tensors="pt", return_dict=True)
         out = self.model.generate(**ids, audio_values=values, audio_mask=mask,
+                                  prosody_values=prosody,
                                   max_new_tokens=self.max_new_tokens, do_sample=False,
                                   pad_token_id=self.tokenizer.pad_token_id)
         text = self.tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
@@ -58,8 +61,39 @@ class Predictor:
                 parsed["transcript"], "label": parsed["label"], "rationale": parsed["rationale"],
                 "well_formed": parsed["well_formed"]}
 
-    def predict(self, paths: list[Path]) -> list[dict]:
-        return [self.predict_one(p) for p in paths]
+    def predict_text(self, paths: list[Path]) -> list[dict]:
+        """The zero-shot folder: transcript and prosody caption measured, then text only."""
+        from components.speechlm.zeroshot import (
+            LEVELS_FILE,
+            clip_cues,
+            generate_text,
+            text_prompt,
+        )
+
+        cues = clip_cues(paths, self.task["asr"], self.folder / LEVELS_FILE)
+        fmt, labels = self.task["format"], self.task["labels"]
+        prompts = [text_prompt(c.transcript or "", c.prosody_caption, fmt, labels,
+                               self.model.config.audio_token) for c in cues.itertuples()]
+        texts = generate_text(self.model, self.tokenizer, prompts, self.max_new_tokens)
+        results = []
+        for path, cue, text in zip(paths, cues.itertuples(), texts):
+            parsed = parse_output(text, fmt, labels)
+            results.append({"path": str(path), "transcript": cue.transcript or "",
+                            "label": parsed["label"], "rationale": parsed["rationale"],
+                            "well_formed": parsed["well_formed"]})
+        return results
+
+    def predict(self, paths: list[Path], same_speaker: bool = False) -> list[dict]:
+        """One result per clip. `same_speaker`: the clips are one speaker's, so the prosody
+        token is normalised over them rather than over the training population."""
+        if self.task.get("inputs", "audio") == "text":
+            return self.predict_text(paths)
+        audio = [read_audio(p, 16000)[0] for p in paths]
+        prosody = [None] * len(paths)
+        if self.model.config.prosody_dim:
+            vectors = clip_vectors(audio, load_stats(self.folder), same_speaker)
+            prosody = [torch.from_numpy(v)[None] for v in vectors]
+        return [self.predict_one(p, a, v) for p, a, v in zip(paths, audio, prosody)]
 
 
 def load_predictor(folder: Path) -> Predictor:
@@ -69,4 +103,4 @@ def load_predictor(folder: Path) -> Predictor:
     if not task_path.exists():
         raise FileNotFoundError(f"{folder} is not a trained model folder (no {TASK_FILE})")
     model, tokenizer = load_speechlm(folder)
-    return Predictor(model, tokenizer, json.loads(task_path.read_text()))
+    return Predictor(model, tokenizer, json.loads(task_path.read_text()), folder)

@@ -228,6 +228,22 @@ def build_sft_examples(features: pd.DataFrame, manifest: pd.DataFrame, rationale
     return examples
 
 
+def perception_probes(ser_examples: list[dict], features: pd.DataFrame) -> list[dict]:
+    """Every perception question with a measured answer for the clips of `ser_examples`: the
+    check that the model hears prosody asks each clip all of them, not a sampled few."""
+    levels = features.set_index("utt_id")
+    probes = []
+    for example in ser_examples:
+        for task, (_, answers) in PERCEPTION_TASKS.items():
+            level = levels.at[example["utt_id"], PERCEPTION_COLUMNS[task]]
+            if level in answers:
+                probes.append({**example, "task": task, "level": level, "label": None,
+                               "rationale": None, "target": format_target(
+                                   task, example["fmt"], example["transcript_source"], None,
+                                   level, None)})
+    return probes
+
+
 def example_prompt(example: dict, label_set: list[str] | tuple[str, ...], n_audio_tokens: int,
                    audio_token: str) -> list[dict]:
     """The chat messages of an example, with `n_audio_tokens` audio placeholders."""

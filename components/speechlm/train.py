@@ -1,10 +1,14 @@
 """SFT warm start of the SpeechLM with TRL's SFTTrainer, and the checks that it learned.
 
-Loss is on the target tokens only (the collator masks the prompt and audio placeholders);
-encoder and projector train at their own learning rate, the LM through LoRA. Checkpoints each
-epoch (a re-run resumes from the last one), early stopping on the dev loss, and after training
-the dev clips are decoded: label accuracy against the majority-class rate, well-formed share,
-prosody-perception accuracy against chance, and a table of sample generations.
+The encoder is first warmed up as an emotion classifier, with heads for the perception levels
+when prosody enhancement is on (components.speechlm.pretrain). Loss is on the target tokens
+only (the collator masks the prompt and audio placeholders); the encoder then trains at its
+own, lower learning rate with the projectors, the LM's LoRA adapter at the main one; the
+label's tokens weigh `answer_weight` times the rest of the target in the loss.
+Checkpoints each epoch (a re-run resumes from the last one), early stopping on the dev loss,
+and after training the dev clips are decoded: label accuracy against the majority-class rate,
+well-formed share, prosody-perception accuracy against chance, and a table of sample
+generations.
 """
 from __future__ import annotations
 
@@ -16,14 +20,23 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from torch.nn import functional as F
 
 from components.config import Params, SFTConfig
 from components.distill.stage import read_records
 from components.prepare.schema import read_manifest
-from components.speechlm.collate import AudioSource, SpeechCollator
+from components.speechlm.collate import IGNORE, AudioSource, SpeechCollator
 from components.speechlm.formats import PERCEPTION_TASKS, parse_output
 from components.speechlm.predict import write_task
-from components.speechlm.sft_data import SftDataConfig, build_sft_examples, split_summary
+from components.speechlm.pretrain import pretrain_encoder
+from components.speechlm.prosody_vector import PROSODY_DIM, population_stats, save_stats
+from components.speechlm.sft_data import (
+    PERCEPTION_COLUMNS,
+    SftDataConfig,
+    build_sft_examples,
+    perception_probes,
+    split_summary,
+)
 
 
 def sft_examples(cfg: SFTConfig, seed: int) -> tuple[list[dict], list[dict], pd.DataFrame,
@@ -43,8 +56,22 @@ def sft_examples(cfg: SFTConfig, seed: int) -> tuple[list[dict], list[dict], pd.
     return train, dev, manifest, list(meta.labels), meta.data_root
 
 
+def labelled_clips(examples: list[dict]) -> list[tuple[str, str]]:
+    """(utt_id, label) of the SER examples, each clip once."""
+    return list(dict.fromkeys((e["utt_id"], e["label"]) for e in examples if e["task"] == "ser"))
+
+
+def perception_levels(features: pd.DataFrame, perception_ratio: float) -> dict[str, dict[str, str]]:
+    """Perception task -> {utt_id: measured level} for the encoder warm-up; none when prosody
+    enhancement is off (the ablation turns it off everywhere)."""
+    if perception_ratio <= 0:
+        return {}
+    return {task: dict(zip(features["utt_id"], features[column].astype(str)))
+            for task, column in PERCEPTION_COLUMNS.items()}
+
+
 def make_optimizer(model, cfg: SFTConfig) -> torch.optim.Optimizer:
-    """AdamW with the audio side (encoder, projector) at its own learning rate."""
+    """AdamW with the audio side (encoder, projectors) at its own learning rate."""
     audio, lm = [], []
     for name, param in model.named_parameters():
         if param.requires_grad:
@@ -73,7 +100,8 @@ def generate(model, collator: SpeechCollator, examples: list[dict], max_new_toke
 
 def evaluate(model, collator: SpeechCollator, dev: list[dict], label_set: list[str],
              cfg: SFTConfig, train_labels: list[str]) -> dict:
-    """Decoded dev accuracy vs the majority-class rate, and perception accuracy vs chance."""
+    """Decoded dev accuracy vs the majority-class rate, and perception accuracy on every
+    measured question of the same clips vs chance and the best constant answer."""
     ser = [e for e in dev if e["task"] == "ser"][: cfg.eval_clips]
     texts = generate(model, collator, ser, max_new_tokens=48 + int(cfg.max_target_words * 1.6))
     parsed = [parse_output(t, cfg.format, label_set) for t in texts]
@@ -87,7 +115,7 @@ def evaluate(model, collator: SpeechCollator, dev: list[dict], label_set: list[s
         "samples": [{"utt_id": e["utt_id"], "label": e["label"], "predicted": p["label"],
                      "output": t} for e, p, t in zip(ser, parsed, texts)],
     }
-    perception = [e for e in dev if e["task"] in PERCEPTION_TASKS][: cfg.eval_clips]
+    perception = perception_probes(ser, pd.read_parquet(cfg.features))
     if perception:
         answers = generate(model, collator, perception, max_new_tokens=4)
         by_task: dict[str, list[bool]] = {}
@@ -95,9 +123,40 @@ def evaluate(model, collator: SpeechCollator, dev: list[dict], label_set: list[s
             words = answer.strip().lower().split()
             by_task.setdefault(example["task"], []).append(
                 bool(words) and words[0].strip(".,;:") == example["level"])
+        hits = [hit for v in by_task.values() for hit in v]
+        result["perception_overall"] = sum(hits) / len(hits)
+        result["perception_questions"] = {t: len(v) for t, v in by_task.items()}
         result["perception_accuracy"] = {t: sum(v) / len(v) for t, v in by_task.items()}
         result["perception_chance"] = {t: 1 / len(PERCEPTION_TASKS[t][1]) for t in by_task}
+        # The best constant answer per task: levels are not uniform, so chance flatters.
+        result["perception_majority"] = {
+            t: Counter(e["level"] for e in perception if e["task"] == t).most_common(1)[0][1]
+            / len(v) for t, v in by_task.items()}
     return result
+
+
+def answer_weighted_trainer():
+    """TRL's SFTTrainer with a loss that weights each target token by the collator's
+    `loss_weights`. A rationale is long and mostly follows from the label once the label is
+    written, so in a plain token mean the one decision that needs the audio is a few percent
+    of the loss, too little for the LM to learn to read the soft tokens in a CPU budget."""
+    from trl import SFTTrainer
+
+    class AnswerWeightedSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            weights = inputs.pop("loss_weights", None)
+            if weights is None:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            labels = inputs.pop("labels")
+            outputs = model(**inputs)
+            targets = labels[:, 1:]
+            weights = weights[:, 1:] * (targets != IGNORE)
+            per_token = F.cross_entropy(outputs.logits[:, :-1].float().transpose(1, 2),
+                                        targets.clamp(min=0), reduction="none")
+            loss = (per_token * weights).sum() / weights.sum().clamp(min=1e-8)
+            return (loss, outputs) if return_outputs else loss
+
+    return AnswerWeightedSFTTrainer
 
 
 def sample_callback(model, collator: SpeechCollator, examples: list[dict], label_set: list[str],
@@ -127,7 +186,6 @@ def train_sft(params: Params, out: Path) -> dict:
     from datasets import Dataset
     from transformers import EarlyStoppingCallback
     from trl import SFTConfig as TRLConfig
-    from trl import SFTTrainer
 
     from components.config import as_dict
     from components.speechlm.io import build_speechlm, save_speechlm
@@ -140,10 +198,19 @@ def train_sft(params: Params, out: Path) -> dict:
         model, tokenizer = build_speechlm(
             cfg.lm, encoder=cfg.encoder, tokens_per_second=cfg.tokens_per_second,
             audio_dropout=cfg.audio_dropout, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-            lora_dropout=cfg.lora_dropout)
+            lora_dropout=cfg.lora_dropout, prosody_dim=PROSODY_DIM if cfg.prosody_token else 0)
         utt_ids = {e["utt_id"] for e in train + dev}
-        source = AudioSource.from_features(model, cfg.frames, manifest, data_root, utt_ids)
-        collator = SpeechCollator(tokenizer, source, label_set)
+        features = pd.read_parquet(cfg.features)
+        source = AudioSource.from_features(model, cfg.frames, manifest, data_root, utt_ids,
+                                           features)
+        collator = SpeechCollator(tokenizer, source, label_set, answer_weight=cfg.answer_weight)
+        resume = any((out / "checkpoints").glob("checkpoint-*"))
+        # A resumed run reloads the encoder from its checkpoint: no second warm-up.
+        pretrained = {} if resume else pretrain_encoder(
+            model, source.batch, labelled_clips(train), labelled_clips(dev), label_set,
+            cfg.encoder_pretrain_epochs, cfg.encoder_pretrain_learning_rate,
+            seed=params.base.seed, levels=perception_levels(features, cfg.perception_ratio),
+            log=lambda metrics, epoch: mlflow.log_metrics(metrics, step=epoch))
         steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
         args = TRLConfig(
             output_dir=str(out / "checkpoints"), per_device_train_batch_size=cfg.batch_size,
@@ -156,7 +223,7 @@ def train_sft(params: Params, out: Path) -> dict:
             remove_unused_columns=False, dataset_kwargs={"skip_prepare_dataset": True},
             report_to=["mlflow"], dataloader_num_workers=0, activation_checkpointing=False,
         )
-        trainer = SFTTrainer(
+        trainer = answer_weighted_trainer()(
             model=model, args=args, train_dataset=Dataset.from_list(train),
             eval_dataset=Dataset.from_list(dev), data_collator=collator,
             processing_class=tokenizer, optimizers=(make_optimizer(model, cfg), None),
@@ -166,18 +233,20 @@ def train_sft(params: Params, out: Path) -> dict:
                                 label_set, cfg.format),
             ],
         )
-        resume = any((out / "checkpoints").glob("checkpoint-*"))
         start = time.perf_counter()
         trainer.train(resume_from_checkpoint=True if resume else None)
         minutes = (time.perf_counter() - start) / 60
         result = evaluate(model, collator, dev, label_set, cfg,
                           [e["label"] for e in train if e["task"] == "ser"])
         save_speechlm(model, tokenizer, out)
+        if cfg.prosody_token:
+            save_stats(out, population_stats(features, {e["utt_id"] for e in train}))
         write_task(out, cfg.format, cfg.transcript_source, label_set, params.features.asr)
         summary = {
             "train_minutes": round(minutes, 2),
             "steps": trainer.state.global_step,
             "examples": split_summary(train + dev),
+            **pretrained,
             **{k: v for k, v in result.items() if k != "samples"},
         }
         (out / "eval.json").write_text(json.dumps({**summary, "samples": result["samples"]},

@@ -1,0 +1,144 @@
+"""Supervised warm-up of the audio encoder before SFT: an emotion classifier over its frames.
+
+An encoder trained from scratch only through the LM's loss learns slowly: its gradient is one
+label token diluted among the rationale's tokens, and the LM first has to learn to read soft
+tokens that carry nothing yet. A few epochs as a classifier (mean-pooled frames, with the
+prosody token when the model has one -> linear head, the head then dropped) give soft tokens
+that already separate the emotions, so SFT spends its steps on teaching the LM to read them.
+With prosody enhancement on, more heads learn the measured perception levels (pitch, energy,
+rate, intonation) at the same time, so the soft tokens carry them too. A frozen pretrained
+(Whisper) encoder is left alone.
+"""
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from components.speechlm.formats import PERCEPTION_TASKS
+
+IGNORE = -100
+
+
+def clip_embedding(backbone: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean of the encoder's valid output frames, and the prosody token when the model has
+    one: [B, D (+ LM hidden size)]."""
+    frames, frame_mask = backbone.audio_encoder(inputs["audio_values"], inputs["audio_mask"])
+    weights = frame_mask.to(frames.dtype)[..., None]
+    pooled = (frames * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+    if backbone.prosody_projector is None:
+        return pooled
+    return torch.cat([pooled, backbone.prosody_projector(inputs["prosody_values"])], -1)
+
+
+def _warmed_modules(backbone: nn.Module) -> list[nn.Module]:
+    return [m for m in (backbone.audio_encoder, backbone.prosody_projector) if m is not None]
+
+
+def _level_targets(levels: dict[str, dict[str, str]], utt_ids: list[str]) -> dict[str, torch.Tensor]:
+    """Per task, the index of each clip's measured level (IGNORE where it was not measured)."""
+    out = {}
+    for task, by_clip in levels.items():
+        answers = PERCEPTION_TASKS[task][1]
+        out[task] = torch.tensor([answers.index(by_clip[u]) if by_clip.get(u) in answers
+                                  else IGNORE for u in utt_ids])
+    return out
+
+
+@torch.no_grad()
+def _accuracy(backbone: nn.Module, heads: nn.ModuleDict, batches, clips: list[tuple[str, int]],
+              levels: dict[str, dict[str, str]], batch_size: int) -> dict[str, float]:
+    """Emotion accuracy and, per perception task, level accuracy over the measured clips."""
+    for module in _warmed_modules(backbone):
+        module.eval()
+    hits = {name: 0 for name in heads}
+    counts = {name: 0 for name in heads}
+    for start in range(0, len(clips), batch_size):
+        chunk = clips[start:start + batch_size]
+        inputs, _ = batches([u for u, _ in chunk])
+        embedding = clip_embedding(backbone, inputs)
+        targets = {"emotion": torch.tensor([y for _, y in chunk]),
+                   **_level_targets(levels, [u for u, _ in chunk])}
+        for name, head in heads.items():
+            valid = targets[name] != IGNORE
+            hits[name] += int((head(embedding).argmax(-1) == targets[name])[valid].sum())
+            counts[name] += int(valid.sum())
+    return {name: hits[name] / counts[name] for name in heads if counts[name]}
+
+
+def pretrain_encoder(model, batches: Callable, train: list[tuple[str, str]],
+                     dev: list[tuple[str, str]], label_set: list[str], epochs: int,
+                     learning_rate: float, batch_size: int = 16, seed: int = 0,
+                     levels: dict[str, dict[str, str]] | None = None,
+                     log: Callable[[dict, int], None] | None = None) -> dict:
+    """Train `model`'s audio encoder (and prosody projector) as a classifier of (utt_id, label)
+    clips.
+
+    `batches(utt_ids)` gives (model inputs, frames per clip), e.g. `AudioSource.batch`.
+    `levels`: perception task -> {utt_id: measured level}, learned by heads of their own.
+    Returns the last epoch's loss and the train and dev accuracy (emotion, and per level
+    task); `log(metrics, epoch)` is called after every epoch (MLflow, progress).
+    """
+    backbone = model.model
+    modules = _warmed_modules(backbone)
+    if epochs <= 0 or not any(p.requires_grad for p in backbone.audio_encoder.parameters()):
+        return {}
+    if not train:
+        raise ValueError("encoder pretraining needs labelled train clips")
+    index = {label: i for i, label in enumerate(label_set)}
+    unknown = sorted({label for _, label in train + dev} - set(index))
+    if unknown:
+        raise ValueError(f"labels {unknown} are not in the label set {label_set}")
+    train_ids = [(u, index[label]) for u, label in train]
+    dev_ids = [(u, index[label]) for u, label in dev]
+    rng = random.Random(seed)
+    width = backbone.audio_encoder.output_dim + (
+        backbone.config.text_config.hidden_size if backbone.prosody_projector is not None else 0)
+    levels = levels or {}
+    heads = nn.ModuleDict({"emotion": nn.Linear(width, len(label_set)), **{
+        task: nn.Linear(width, len(PERCEPTION_TASKS[task][1])) for task in levels}})
+    params = [p for m in modules for p in m.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params + list(heads.parameters()), lr=learning_rate,
+                                  weight_decay=0.01)
+    result: dict = {}
+    start = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        for module in modules:
+            module.train()
+        order = train_ids[:]
+        rng.shuffle(order)
+        losses = []
+        for first in range(0, len(order), batch_size):
+            chunk = order[first:first + batch_size]
+            inputs, _ = batches([u for u, _ in chunk])
+            embedding = clip_embedding(backbone, inputs)
+            loss = F.cross_entropy(heads["emotion"](embedding), torch.tensor([y for _, y in chunk]),
+                                   label_smoothing=0.1)
+            for task, target in _level_targets(levels, [u for u, _ in chunk]).items():
+                if (target != IGNORE).any():
+                    loss = loss + F.cross_entropy(heads[task](embedding), target,
+                                                  ignore_index=IGNORE) / len(levels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        result = {"pretrain_loss": sum(losses) / len(losses)}
+        for split, clips in (("train", train_ids), ("dev", dev_ids)):
+            if clips:
+                for name, value in _accuracy(backbone, heads, batches, clips, levels,
+                                             batch_size).items():
+                    key = "accuracy" if name == "emotion" else f"{name}_accuracy"
+                    result[f"pretrain_{split}_{key}"] = value
+        if log is not None:
+            log(result, epoch)
+        print(f"encoder pretraining epoch {epoch}/{epochs}: loss {result['pretrain_loss']:.3f}, "
+              f"train accuracy {result['pretrain_train_accuracy']:.3f}"
+              + (f", dev accuracy {result['pretrain_dev_accuracy']:.3f}" if dev_ids else "")
+              + f" ({time.perf_counter() - start:.0f} s)", flush=True)
+    for module in modules:
+        module.train()
+    return result

@@ -1,0 +1,68 @@
+"""The utterance prosody vector behind the SpeechLM's prosody token: eGeMAPS functionals,
+z-normalised over the speaker's clips.
+
+Pitch, loudness and rate levels are relative to the speaker: a clip's own frames cannot say
+whether its pitch is high *for this voice*, and speaker-normalised eGeMAPS was the strongest
+single cue measured on real speech. Training reads the features stage's `egemaps_spknorm`. At
+prediction time the speaker's statistics come from the clips given together when they are one
+speaker's, else from the training population saved beside the model (global standardisation:
+weaker, because the speaker is unknown).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from components.features.egemaps import EGEMAPS_NAMES, egemaps_functionals, zscore
+from components.features.prosody import SR
+
+PROSODY_DIM = len(EGEMAPS_NAMES)
+NORM_FILE = "prosody_norm.json"
+
+
+def finite(vectors: np.ndarray) -> np.ndarray:
+    """float32 with NaN (a clip too short for openSMILE) set to the speaker mean, 0."""
+    return np.nan_to_num(np.asarray(vectors, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def training_vectors(features: pd.DataFrame, utt_ids: set[str]) -> dict[str, np.ndarray]:
+    """utt_id -> the features stage's speaker-normalised eGeMAPS, made finite."""
+    rows = features[features["utt_id"].isin(utt_ids)]
+    missing = sorted(utt_ids - set(rows["utt_id"]))
+    if missing:
+        raise ValueError(f"no eGeMAPS features for {len(missing)} clips, e.g. {missing[:3]}")
+    return {u: finite(v) for u, v in zip(rows["utt_id"], rows["egemaps_spknorm"])}
+
+
+def population_stats(features: pd.DataFrame, utt_ids: set[str]) -> dict:
+    """Mean and standard deviation of the raw eGeMAPS over the given (training) clips."""
+    raw = np.array(features[features["utt_id"].isin(utt_ids)]["egemaps"].tolist(), dtype=np.float64)
+    return {"names": list(EGEMAPS_NAMES), "n_clips": len(raw),
+            "mean": np.nanmean(raw, axis=0).tolist(), "std": np.nanstd(raw, axis=0).tolist()}
+
+
+def save_stats(folder: Path, stats: dict) -> None:
+    (Path(folder) / NORM_FILE).write_text(json.dumps(stats) + "\n")
+
+
+def load_stats(folder: Path) -> dict:
+    path = Path(folder) / NORM_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: the model has a prosody token and needs the "
+                                "training population's eGeMAPS statistics")
+    stats = json.loads(path.read_text())
+    if stats.get("names") != list(EGEMAPS_NAMES):
+        raise ValueError(f"{path} was written for other eGeMAPS features")
+    return stats
+
+
+def clip_vectors(audio16k: list[np.ndarray], stats: dict, same_speaker: bool = False) -> np.ndarray:
+    """[N, 88] prosody vectors of raw 16 kHz clips: normalised over the clips themselves when
+    they are one speaker's (`same_speaker`, two clips or more), else with the population stats."""
+    raw = np.stack([egemaps_functionals(a, SR) for a in audio16k]).astype(np.float64)
+    if same_speaker and len(raw) > 1:
+        return finite(zscore(raw, np.nanmean(raw, axis=0), np.nanstd(raw, axis=0)))
+    return finite(zscore(raw, np.asarray(stats["mean"]), np.asarray(stats["std"])))

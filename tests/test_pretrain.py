@@ -1,0 +1,118 @@
+"""Encoder warm-up as an emotion classifier: it learns a separable toy task, moves only the
+encoder, and refuses labels outside the label set."""
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from components.speechlm.config import SpeechLMConfig
+from components.speechlm.encoders import FramesEncoder, collate_frames
+from components.speechlm.pretrain import pretrain_encoder
+
+LABELS = ["neutral", "angry", "sad"]
+
+
+def toy_clips(n_per_label: int, seed: int):
+    """Frame features whose energy and F0 columns depend on the label, lengths varying."""
+    rng = np.random.default_rng(seed)
+    frames, clips = {}, []
+    for i, label in enumerate(LABELS):
+        for j in range(n_per_label):
+            x = rng.normal(size=(int(rng.integers(40, 90)), 83)).astype(np.float32)
+            x[:, 80:] += 2.0 * i
+            utt = f"{label}-{seed}-{j}"
+            frames[utt] = x
+            clips.append((utt, label))
+    return frames, clips
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    config = SpeechLMConfig(text_config={"model_type": "llama"}, encoder_dim=32, encoder_heads=2,
+                            encoder_layers=1, encoder_dropout=0.0)
+    return SimpleNamespace(model=SimpleNamespace(audio_encoder=FramesEncoder(config),
+                                                 prosody_projector=None, config=config))
+
+
+def batches_of(frames):
+    def batch(utt_ids):
+        arrays = [frames[u] for u in utt_ids]
+        values, mask = collate_frames(arrays)
+        return {"audio_values": values, "audio_mask": mask}, [len(a) for a in arrays]
+    return batch
+
+
+def test_pretraining_learns_the_labels_and_moves_the_encoder():
+    frames, train = toy_clips(12, seed=1)
+    dev_frames, dev = toy_clips(4, seed=2)
+    model = tiny_model()
+    before = {n: p.detach().clone() for n, p in model.model.audio_encoder.named_parameters()}
+    logged = []
+    result = pretrain_encoder(model, batches_of(frames | dev_frames), train, dev, LABELS,
+                              epochs=6, learning_rate=3e-3, batch_size=8,
+                              log=lambda metrics, epoch: logged.append(epoch))
+    assert logged == [1, 2, 3, 4, 5, 6]
+    assert result["pretrain_train_accuracy"] >= 0.9 and result["pretrain_dev_accuracy"] >= 0.9
+    after = dict(model.model.audio_encoder.named_parameters())
+    assert any(not torch.equal(before[n], after[n]) for n in before)
+    assert model.model.audio_encoder.training  # handed back ready for SFT
+
+
+def test_no_epochs_or_a_frozen_encoder_leave_it_alone():
+    frames, train = toy_clips(2, seed=1)
+    model = tiny_model()
+    assert pretrain_encoder(model, batches_of(frames), train, [], LABELS, 0, 1e-3) == {}
+    model.model.audio_encoder.requires_grad_(False)
+    before = [p.clone() for p in model.model.audio_encoder.parameters()]
+    assert pretrain_encoder(model, batches_of(frames), train, [], LABELS, 3, 1e-3) == {}
+    assert all(torch.equal(a, b) for a, b in zip(before, model.model.audio_encoder.parameters()))
+
+
+def test_labels_outside_the_label_set_and_no_clips_are_errors():
+    frames, train = toy_clips(2, seed=1)
+    with pytest.raises(ValueError, match="not in the label set"):
+        pretrain_encoder(tiny_model(), batches_of(frames), train + [("x", "bored")], [], LABELS,
+                         1, 1e-3)
+    with pytest.raises(ValueError, match="needs labelled train clips"):
+        pretrain_encoder(tiny_model(), batches_of(frames), [], [], LABELS, 1, 1e-3)
+
+
+def test_the_prosody_token_is_warmed_up_too():
+    """Labels carried by the prosody vector alone (random frames) are learned through it."""
+    rng = np.random.default_rng(3)
+    frames, train = toy_clips(12, seed=1)
+    dev_frames, dev = toy_clips(4, seed=2)
+    frames |= dev_frames
+    for utt in frames:  # the frames say nothing; the prosody vector says everything
+        frames[utt] = np.zeros_like(frames[utt])
+    prosody = {u: (0.5 * rng.normal(size=88) + 4.0 * np.eye(88)[LABELS.index(label)]).astype(np.float32)
+               for u, label in train + dev}
+    model = tiny_model()
+    model.model.config.text_config.hidden_size = 16
+    model.model.prosody_projector = torch.nn.Sequential(
+        torch.nn.Linear(88, 16), torch.nn.GELU(), torch.nn.Linear(16, 16))
+    before = model.model.prosody_projector[0].weight.detach().clone()
+    frame_batch = batches_of(frames)
+
+    def batch(utt_ids):
+        inputs, n_frames = frame_batch(utt_ids)
+        inputs["prosody_values"] = torch.from_numpy(np.stack([prosody[u] for u in utt_ids]))
+        return inputs, n_frames
+
+    result = pretrain_encoder(model, batch, train, dev, LABELS, epochs=6, learning_rate=3e-3,
+                              batch_size=8)
+    assert result["pretrain_dev_accuracy"] >= 0.9
+    assert not torch.equal(before, model.model.prosody_projector[0].weight)
+
+
+def test_perception_heads_learn_the_levels_and_skip_unmeasured_clips():
+    frames, train = toy_clips(12, seed=1)
+    dev_frames, dev = toy_clips(4, seed=2)
+    frames |= dev_frames
+    pitch = {u: ("low", "normal", "high")[LABELS.index(label)] for u, label in train + dev}
+    pitch[train[0][0]] = "unknown"  # not measured: no target, no error
+    result = pretrain_encoder(tiny_model(), batches_of(frames), train, dev, LABELS, epochs=6,
+                              learning_rate=3e-3, batch_size=8, levels={"pitch": pitch})
+    assert result["pretrain_dev_pitch_accuracy"] >= 0.9
+    assert "pretrain_train_pitch_accuracy" in result and "pretrain_dev_energy_accuracy" not in result

@@ -1,0 +1,67 @@
+"""The prosody token's vector: speaker-normalised eGeMAPS in training, the same normalisation
+over one speaker's clips at prediction time, the training population's otherwise."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from components.features.egemaps import egemaps_functionals
+from components.speechlm.prosody_vector import (
+    NORM_FILE,
+    PROSODY_DIM,
+    clip_vectors,
+    load_stats,
+    population_stats,
+    save_stats,
+    training_vectors,
+)
+
+
+def tone(f0: float, seconds: float = 1.0, gain: float = 0.3) -> np.ndarray:
+    t = np.arange(int(16000 * seconds)) / 16000
+    return (gain * np.sin(2 * np.pi * f0 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def clips():
+    return [tone(f0, gain=g) for f0, g in ((120, 0.2), (160, 0.3), (200, 0.4), (240, 0.5))]
+
+
+def test_one_speakers_clips_are_normalised_over_themselves(clips):
+    stats = {"mean": [0.0] * PROSODY_DIM, "std": [1.0] * PROSODY_DIM}
+    together = clip_vectors(clips, stats, same_speaker=True)
+    assert together.shape == (4, PROSODY_DIM) and together.dtype == np.float32
+    assert np.isfinite(together).all()
+    varying = np.nanstd(np.stack([egemaps_functionals(c, 16000) for c in clips]), axis=0) > 1e-6
+    np.testing.assert_allclose(together[:, varying].mean(0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(together[:, varying].std(0), 1.0, atol=1e-3)
+    # alone, or without the flag: the population statistics (identity here = raw values)
+    alone = clip_vectors(clips[:1], stats, same_speaker=True)
+    np.testing.assert_allclose(alone[0], np.nan_to_num(egemaps_functionals(clips[0], 16000)),
+                               rtol=1e-5)
+
+
+def test_training_vectors_and_population_stats_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    raw = rng.normal(5.0, 2.0, size=(6, PROSODY_DIM))
+    norm = raw - 5.0
+    norm[0, 3] = np.nan  # a clip too short for openSMILE
+    features = pd.DataFrame({"utt_id": [f"u{i}" for i in range(6)], "egemaps": list(raw),
+                             "egemaps_spknorm": list(norm)})
+    vectors = training_vectors(features, {"u0", "u1"})
+    assert set(vectors) == {"u0", "u1"} and vectors["u0"][3] == 0.0
+    with pytest.raises(ValueError, match="no eGeMAPS features for 1 clips"):
+        training_vectors(features, {"u0", "missing"})
+    stats = population_stats(features, {"u0", "u1", "u2"})
+    np.testing.assert_allclose(stats["mean"], raw[:3].mean(0))
+    save_stats(tmp_path, stats)
+    assert load_stats(tmp_path) == json.loads((tmp_path / NORM_FILE).read_text())
+
+
+def test_missing_or_foreign_stats_are_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="prosody token"):
+        load_stats(tmp_path)
+    (tmp_path / NORM_FILE).write_text(json.dumps({"names": ["x"], "mean": [0], "std": [1]}))
+    with pytest.raises(ValueError, match="other eGeMAPS features"):
+        load_stats(tmp_path)
