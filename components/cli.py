@@ -137,6 +137,12 @@ def cmd_model_prepare(args: argparse.Namespace, params: Params) -> None:
     print(resolve_model(args.name or params.sft.lm))
 
 
+def cmd_model_export(args: argparse.Namespace, params: Params) -> None:
+    from components.speechlm.predict import export_for_serving
+
+    print(export_for_serving(Path(args.model), Path(args.out)))
+
+
 def cmd_flow(args: argparse.Namespace, params: Params) -> None:
     from flows.ser_pipeline import ser_pipeline, serve
 
@@ -285,6 +291,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mp.add_argument("--name", help="model name (default sft.lm)")
     mp.set_defaults(func=cmd_model_prepare)
+    mx = msub.add_parser(
+        "export", help="merge a trained model folder's LoRA adapters into a serving folder",
+        description="Writes a self-contained folder (the LM with LoRA merged in, the full "
+                    "encoder, tokenizer and the files `predict` reads) that needs neither the "
+                    "adapter nor the base LM's cache; `emoreason predict --model OUT` runs it.",
+    )
+    mx.add_argument("--model", required=True, help="a folder written by `emoreason sft`")
+    mx.add_argument("--out", required=True, help="the serving folder to write")
+    mx.set_defaults(func=cmd_model_export)
 
     f = sub.add_parser(
         "flow", help="run the Prefect flow ser-pipeline here, or serve it as a deployment",

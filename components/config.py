@@ -202,6 +202,8 @@ class SFTConfig:
     encoder: str = "frames"
     """frames (a compact encoder over the frame features, trained from scratch) or
     whisper:<model id or path> (a pretrained Whisper encoder)."""
+    encoder_lora_r: int = 0
+    """whisper:<model> encoders: LoRA rank on its attention projections (0: frozen)."""
     tokens_per_second: float = 8.0
     """Soft audio tokens per second of audio."""
     audio_dropout: float = 0.1

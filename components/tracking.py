@@ -25,11 +25,14 @@ def tracking_uri(cfg: TrackingConfig) -> str:
 
 
 def git_commit(cwd: Path | str = ".") -> str:
-    """The current commit, with '-dirty' when the tree has changes; 'unknown' outside git."""
+    """The current commit, with '-dirty' when tracked files have changes; 'unknown' outside
+    git. dvc.lock does not count: `dvc repro` rewrites it after every stage, and the stages
+    of one run must keep one parent."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
                                 text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ":/", ":(exclude)dvc.lock"], cwd=cwd,
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

@@ -124,6 +124,15 @@ def test_sft_trains_checkpoints_resumes_and_predicts(pipeline, tmp_path, capsys)
                if line.startswith("{")]
     assert [r["path"] for r in results] == [str(wav), str(other)]
 
+    served = tmp_path / "served"  # merged for serving: the same answers, no adapter
+    assert main(["model", "export", "--model", str(out), "--out", str(served)]) == 0
+    capsys.readouterr()
+    assert not (served / "adapter_model.safetensors").exists()
+    assert main(["predict", "--model", str(served), str(wav), str(other), "--json",
+                 "--same-speaker"]) == 0
+    assert [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()
+            if line.startswith("{")] == results
+
 
 def test_zero_shot_baseline_scores_dev_and_predicts_any_wav(pipeline, tmp_path, capsys):
     root, df, feats, _, labels, tiny = pipeline

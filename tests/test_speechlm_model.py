@@ -218,10 +218,12 @@ def test_placeholder_count_mismatch_is_a_clear_error(built):
         model(**right, audio_values=values, audio_mask=backwards)
 
 
-def test_whisper_encoder_path(tiny_lm, tmp_path):
+@pytest.fixture(scope="module")
+def tiny_whisper(tmp_path_factory):
+    """A 2-layer random Whisper (d_model 64) with its feature extractor, saved to a folder."""
     from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
 
-    whisper_dir = tmp_path / "tiny_whisper"
+    whisper_dir = tmp_path_factory.mktemp("tiny_whisper")
     torch.manual_seed(2)
     WhisperModel(WhisperConfig(
         d_model=64, encoder_layers=2, decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=4,
@@ -229,6 +231,11 @@ def test_whisper_encoder_path(tiny_lm, tmp_path):
         pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1,
     )).save_pretrained(whisper_dir)
     WhisperFeatureExtractor(feature_size=80).save_pretrained(whisper_dir)
+    return whisper_dir
+
+
+def test_whisper_encoder_path(tiny_lm, tiny_whisper, tmp_path):
+    whisper_dir = tiny_whisper
     model, tokenizer = build_speechlm(str(tiny_lm), encoder=f"whisper:{whisper_dir}", lora_r=4, lora_alpha=8)
     assert not any(p.requires_grad for p in model.model.audio_encoder.parameters())  # frozen by default
 
@@ -251,6 +258,50 @@ def test_whisper_encoder_path(tiny_lm, tmp_path):
         torch.testing.assert_close(loaded(**enc, audio_values=values, audio_mask=mask).logits, a, rtol=0, atol=0)
     with pytest.raises(ValueError, match="hears at most 30 s"):
         model.featurize([np.zeros(16000 * 31, dtype=np.float32)])
+
+
+def test_whisper_encoder_with_lora_trains_only_its_adapter(tiny_lm, tiny_whisper, tmp_path):
+    model, tokenizer = build_speechlm(str(tiny_lm), encoder=f"whisper:{tiny_whisper}",
+                                      encoder_lora_r=4, lora_r=4, lora_alpha=8)
+    trainable = [n for n, p in model.model.audio_encoder.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    assert {n.split(".")[-4] for n in trainable} == {"q_proj", "k_proj", "v_proj", "out_proj"}
+    values, mask = model.featurize([_tone(1.0, 150.0), _tone(0.5, 230.0)])
+    enc = _prompts(model, tokenizer, model.soft_token_counts(mask))
+    with torch.no_grad():
+        before = model(**enc, audio_values=values, audio_mask=mask).logits
+    frozen = {n: p.detach().clone() for n, p in model.model.audio_encoder.named_parameters()
+              if "lora_" not in n}
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+    for _ in range(2):
+        model(**enc, audio_values=values, audio_mask=mask, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    for name, param in model.model.audio_encoder.named_parameters():
+        if "lora_" not in name:
+            assert torch.equal(param, frozen[name])  # Whisper's own weights stay as loaded
+    assert any(p.abs().sum() > 0 for n, p in model.model.audio_encoder.named_parameters()
+               if "lora_B" in n)  # the adapter moved (B starts at zero)
+    with torch.no_grad():
+        trained = model(**enc, audio_values=values, audio_mask=mask).logits
+    assert (trained - before).abs().max() > 1e-4
+
+    folder = save_speechlm(model, tokenizer, tmp_path / "saved")
+    with safe_open(str(folder / "audio.safetensors"), framework="pt") as f:
+        stored = [k for k in f.keys() if k.startswith("audio_encoder.")]
+    assert stored and all("lora_" in k for k in stored)  # Whisper itself comes from its source
+    loaded, _ = load_speechlm(folder)
+    merged, _ = load_speechlm(export_merged(folder, tmp_path / "merged"))
+    assert not any("lora_" in n for n, _ in merged.named_parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**enc, audio_values=values, audio_mask=mask).logits,
+                                   trained, rtol=0, atol=0)
+        torch.testing.assert_close(merged(**enc, audio_values=values, audio_mask=mask).logits,
+                                   trained, rtol=1e-4, atol=1e-4)
+    with pytest.raises(Exception, match="encoder_lora_r adapts a pretrained"):  # a config error
+        build_speechlm(str(tiny_lm), encoder_lora_r=4)
 
 
 def test_prosody_token_is_heard_saved_and_batched(tiny_lm, monkeypatch, tmp_path):

@@ -1,8 +1,10 @@
 """MLflow: stages of one configuration share a parent run; the flow's parent id wins."""
+import subprocess
+
 import mlflow
 
 from components.config import TrackingConfig
-from components.tracking import PARENT_ENV, stage_run, start_pipeline_run
+from components.tracking import PARENT_ENV, git_commit, stage_run, start_pipeline_run
 
 
 def _children(parent_id):
@@ -39,3 +41,26 @@ def test_parent_from_the_environment(monkeypatch, tmp_path):
     with stage_run("prepare", cfg):
         pass
     assert [r.data.tags["emoreason.stage"] for r in _children(parent)] == ["prepare"]
+
+
+def test_dvc_rewriting_its_lock_keeps_one_parent(monkeypatch, tmp_path):
+    """`dvc repro` rewrites dvc.lock after each stage; its stages must not split over parents."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("dvc.yaml", "dvc.lock", "params.yaml"):
+        (tmp_path / name).write_text("stages: {}\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run(["git", "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "init"], check=True)
+    cfg = TrackingConfig(experiment="test-tracking-lock")
+    with stage_run("prepare", cfg) as first:
+        pass
+    (tmp_path / "dvc.lock").write_text("stages: {prepare: {}}\n")
+    assert not git_commit().endswith("-dirty")
+    with stage_run("manifest_gate", cfg) as second:
+        pass
+    parents = {mlflow.get_run(r.info.run_id).data.tags["mlflow.parentRunId"]
+               for r in (first, second)}
+    assert len(parents) == 1
+    (tmp_path / "dvc.yaml").write_text("stages: {x: {cmd: 'true'}}\n")
+    assert git_commit().endswith("-dirty")  # any other tracked change still counts

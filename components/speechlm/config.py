@@ -33,6 +33,8 @@ class SpeechLMConfig(PretrainedConfig):
         functionals: 88) that becomes one more soft token before the clip's frames; 0: none.
         Prosody levels are relative to the speaker, which a single clip's frames cannot tell.
     train_pretrained_encoder: fine-tune a pretrained (Whisper) encoder instead of freezing it.
+    encoder_lora_r: LoRA rank on a pretrained (Whisper) encoder's attention projections (alpha
+        2r, dropout lora_dropout): the encoder is adapted, its own weights stay frozen; 0: none.
     whisper_config / whisper_feature_extractor: the Whisper encoder's config and feature
         extractor as dicts, filled in when the model is built, so it can be rebuilt from a folder.
     use_lora, lora_*: the LoRA adapter on the LM's attention projections.
@@ -59,6 +61,7 @@ class SpeechLMConfig(PretrainedConfig):
     audio_dropout: float = 0.1
     prosody_dim: int = 0
     train_pretrained_encoder: bool = False
+    encoder_lora_r: int = 0
     whisper_config: dict | None = None
     whisper_feature_extractor: dict | None = None
     use_lora: bool = True
@@ -83,6 +86,13 @@ class SpeechLMConfig(PretrainedConfig):
             raise ValueError("encoder 'whisper:' needs a model id or folder after the colon")
         if self.tokens_per_second <= 0:
             raise ValueError(f"tokens_per_second must be positive, got {self.tokens_per_second}")
+        if self.encoder_lora_r < 0:
+            raise ValueError(f"encoder_lora_r must be >= 0, got {self.encoder_lora_r}")
+        if self.encoder_lora_r and not self.is_whisper:
+            raise ValueError("encoder_lora_r adapts a pretrained (whisper:) encoder; the frames "
+                             "encoder is trained fully")
+        if self.encoder_lora_r and self.train_pretrained_encoder:
+            raise ValueError("choose encoder_lora_r or train_pretrained_encoder, not both")
         if self.prosody_dim < 0:
             raise ValueError(f"prosody_dim must be >= 0, got {self.prosody_dim}")
         if self.encoder_dim % self.encoder_heads:

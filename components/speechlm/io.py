@@ -4,11 +4,12 @@ A saved folder (safetensors and JSON only, nothing pickled):
 - config.json: the SpeechLMConfig, with the LM named as configured (e.g. `bundled:...`) and its config;
 - generation_config.json and the tokenizer files (with the audio placeholder token);
 - audio.safetensors: projector weights (the prosody projector's too), and the encoder's unless it
-  is a frozen pretrained encoder
-  (then it is reloaded from its source, which the config names);
+  is a frozen pretrained encoder (then it is reloaded from its source, which the config names,
+  and only its LoRA weights are stored when `encoder_lora_r` adapts it);
 - adapter_config.json + adapter_model.safetensors: the LoRA adapter (PEFT's file names);
 - merged exports instead hold `language_model/`, the LM with LoRA merged in (a transformers
-  checkpoint), and always the full encoder, so serving needs nothing but the folder.
+  checkpoint), and always the full encoder (its LoRA merged in too), so serving needs nothing
+  but the folder.
 """
 from __future__ import annotations
 
@@ -147,10 +148,11 @@ def save_speechlm(model: SpeechLMForCausalLM, tokenizer: PreTrainedTokenizerBase
     modules = {"projector": model.model.projector}
     if model.model.prosody_projector is not None:
         modules["prosody_projector"] = model.model.prosody_projector
-    if _encoder_is_saved(config):
-        modules["audio_encoder"] = model.model.audio_encoder
+    modules["audio_encoder"] = model.model.audio_encoder
+    # A frozen pretrained encoder is reloaded from its source: only its LoRA weights, if any.
     tensors = {f"{prefix}.{k}": v.detach().contiguous().clone()
-               for prefix, module in modules.items() for k, v in module.state_dict().items()}
+               for prefix, module in modules.items() for k, v in module.state_dict().items()
+               if prefix != "audio_encoder" or _encoder_is_saved(config) or "lora_" in k}
     save_file(tensors, str(folder / AUDIO_WEIGHTS), metadata={"format": AUDIO_FORMAT})
 
     language_model = model.model.language_model
@@ -199,14 +201,15 @@ def load_speechlm(folder: str | Path, padding_side: str = "left",
             raise ValueError(f"{folder / AUDIO_WEIGHTS} is not a SpeechLM audio file")
         audio_state = {k: f.get_tensor(k) for k in f.keys()}
     pretrained_encoder = None
-    if not any(k.startswith("audio_encoder.") for k in audio_state):
+    if not any(k.startswith("audio_encoder.") and "lora_" not in k for k in audio_state):
         if not config.is_whisper:
             raise ValueError(f"{folder / AUDIO_WEIGHTS} lacks the encoder weights")
         pretrained_encoder = _load_whisper(config.whisper_source)[0]
     model = SpeechLMForCausalLM(config, lm=lm, audio_encoder=pretrained_encoder)
     result = model.model.load_state_dict(audio_state, strict=False)
     expected = ("projector.", "prosody_projector.") + (() if pretrained_encoder is not None else ("audio_encoder.",))
-    missing = [k for k in result.missing_keys if k.startswith(expected)]
+    missing = [k for k in result.missing_keys if k.startswith(expected)
+               or (k.startswith("audio_encoder.") and "lora_" in k)]
     if missing or result.unexpected_keys:
         raise ValueError(f"{folder / AUDIO_WEIGHTS} does not fit the model: missing {missing[:5]}, "
                          f"unexpected {result.unexpected_keys[:5]}")

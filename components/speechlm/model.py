@@ -35,6 +35,10 @@ from components.speechlm.encoders import (
 )
 
 
+WHISPER_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
+"""The attention projections of a Whisper encoder layer that `encoder_lora_r` adapts."""
+
+
 class AudioPlaceholderMismatch(ValueError):
     """The prompt holds a different number of audio placeholders than the clip has soft tokens."""
 
@@ -174,6 +178,8 @@ class SpeechLMForCausalLM(SpeechLMPreTrainedModel, GenerationMixin):
             "lm_head.weight": "model.language_model." + tied[0].removeprefix(f"{lm.base_model_prefix}.")
         } if tied else {}
         self.post_init()
+        if config.encoder_lora_r and not config.merged:
+            self._add_encoder_lora()
         self.set_trainable()
 
     def get_input_embeddings(self) -> nn.Module:
@@ -216,18 +222,31 @@ class SpeechLMForCausalLM(SpeechLMPreTrainedModel, GenerationMixin):
         inject_adapter_in_model(lora_config, self.model.language_model)
         self.set_trainable()
 
+    def _add_encoder_lora(self) -> None:
+        """LoRA on the pretrained encoder's attention projections (`config.encoder_lora_r`)."""
+        from peft import LoraConfig
+        from peft.functional import inject_adapter_in_model
+
+        c = self.config
+        inject_adapter_in_model(LoraConfig(r=c.encoder_lora_r, lora_alpha=2 * c.encoder_lora_r,
+                                           lora_dropout=c.lora_dropout, bias="none",
+                                           target_modules=list(WHISPER_LORA_TARGETS)),
+                                self.model.audio_encoder.encoder)
+
     def merge_lora(self) -> None:
-        """Fold the LoRA weights into the LM's linear layers and drop the adapter (for serving)."""
+        """Fold the LoRA weights into the linear layers of the LM (and of an adapted encoder)
+        and drop the adapters (for serving)."""
         from peft.tuners.lora import LoraLayer
 
-        language_model = self.model.language_model
-        for name, module in list(language_model.named_modules()):
-            if isinstance(module, LoraLayer):
-                module.merge()
-                parent, _, child = name.rpartition(".")
-                setattr(language_model.get_submodule(parent), child, module.get_base_layer())
-        if hasattr(language_model, "peft_config"):
-            del language_model.peft_config
+        for owner in (self.model.language_model, self.model.audio_encoder):
+            for name, module in list(owner.named_modules()):
+                if isinstance(module, LoraLayer):
+                    module.merge()
+                    parent, _, child = name.rpartition(".")
+                    setattr(owner.get_submodule(parent), child, module.get_base_layer())
+            for holder in (owner, getattr(owner, "encoder", None)):
+                if hasattr(holder, "peft_config"):
+                    del holder.peft_config
         self.config.merged = True
         self.set_trainable()
 
@@ -237,14 +256,16 @@ class SpeechLMForCausalLM(SpeechLMPreTrainedModel, GenerationMixin):
 
     def set_trainable(self) -> None:
         """Freeze the LM (LoRA weights excepted) and the head; train the projector, and the encoder
-        unless it is a pretrained one that the config keeps frozen."""
+        unless it is a pretrained one that the config keeps frozen (LoRA weights excepted)."""
         for name, param in self.model.language_model.named_parameters():
             param.requires_grad_("lora_" in name)
         self.lm_head.requires_grad_(False)
         self.model.projector.requires_grad_(True)
         if self.model.prosody_projector is not None:
             self.model.prosody_projector.requires_grad_(True)
-        self.model.audio_encoder.requires_grad_(not self.config.is_whisper or self.config.train_pretrained_encoder)
+        train_all = not self.config.is_whisper or self.config.train_pretrained_encoder
+        for name, param in self.model.audio_encoder.named_parameters():
+            param.requires_grad_(train_all or "lora_" in name)
 
     def forward(
         self,

@@ -6,6 +6,7 @@ label set, transcriber), so the prompt at prediction time matches the one it lea
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -94,6 +95,24 @@ class Predictor:
             vectors = clip_vectors(audio, load_stats(self.folder), same_speaker)
             prosody = [torch.from_numpy(v)[None] for v in vectors]
         return [self.predict_one(p, a, v) for p, a, v in zip(paths, audio, prosody)]
+
+
+def export_for_serving(folder: Path, out: Path) -> Path:
+    """The model in `folder` with its LoRA adapters merged (`io.export_merged`), plus the files
+    prediction reads beside the weights: the task, prosody statistics and levels."""
+    from components.speechlm.io import export_merged
+    from components.speechlm.prosody_vector import NORM_FILE
+    from components.speechlm.zeroshot import LEVELS_FILE
+
+    if not (folder / TASK_FILE).exists():
+        raise FileNotFoundError(f"{folder} is not a trained model folder (no {TASK_FILE})")
+    if out.resolve() == folder.resolve():
+        raise ValueError("export to another folder: the adapter folder is the training record")
+    export_merged(folder, out)
+    for name in (TASK_FILE, NORM_FILE, LEVELS_FILE):
+        if (folder / name).exists():
+            shutil.copyfile(folder / name, out / name)
+    return out
 
 
 def load_predictor(folder: Path) -> Predictor:

@@ -196,7 +196,8 @@ def train_sft(params: Params, out: Path) -> dict:
     train, dev, manifest, label_set, data_root = sft_examples(cfg, params.base.seed)
     with stage_run("sft", params.tracking, {"sft": as_dict(cfg)}):
         model, tokenizer = build_speechlm(
-            cfg.lm, encoder=cfg.encoder, tokens_per_second=cfg.tokens_per_second,
+            cfg.lm, encoder=cfg.encoder, encoder_lora_r=cfg.encoder_lora_r,
+            tokens_per_second=cfg.tokens_per_second,
             audio_dropout=cfg.audio_dropout, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
             lora_dropout=cfg.lora_dropout, prosody_dim=PROSODY_DIM if cfg.prosody_token else 0)
         utt_ids = {e["utt_id"] for e in train + dev}
