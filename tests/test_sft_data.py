@@ -14,6 +14,7 @@ from components.speechlm.sft_data import (
     perception_probes,
     shorten,
     split_summary,
+    spread,
 )
 
 LABELS = ("neutral", "happy", "sad", "angry")
@@ -271,3 +272,12 @@ def test_perception_probes_ask_every_measured_question(data):
                   "intonation": "intonation"}[probe["task"]]
         assert probe["level"] == levels.at[probe["utt_id"], column] == probe["target"]
         assert probe["label"] is None and probe["split"] == "dev"
+
+
+def test_evaluation_clips_span_the_split():
+    """Dev clips are stored speaker by speaker: a subset of them must not be one speaker's."""
+    speakers = [f"spk{i // 60}" for i in range(120)]  # two speakers, 60 clips each
+    picked = spread(len(speakers), 60)
+    assert len(set(picked)) == 60 and picked == sorted(picked)
+    assert {speakers[i] for i in picked} == {"spk0", "spk1"}
+    assert spread(5, 10) == [0, 1, 2, 3, 4] and spread(0, 3) == []

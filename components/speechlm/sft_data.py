@@ -244,6 +244,15 @@ def perception_probes(ser_examples: list[dict], features: pd.DataFrame) -> list[
     return probes
 
 
+def spread(n_items: int, n: int) -> list[int]:
+    """`n` indices evenly spaced over `n_items` (all of them when n >= n_items). A split is
+    stored in manifest order, clips grouped by speaker: its first n clips could be a single
+    speaker's, these span them all."""
+    if n >= n_items:
+        return list(range(n_items))
+    return [i * n_items // n for i in range(n)]
+
+
 def example_prompt(example: dict, label_set: list[str] | tuple[str, ...], n_audio_tokens: int,
                    audio_token: str) -> list[dict]:
     """The chat messages of an example, with `n_audio_tokens` audio placeholders."""

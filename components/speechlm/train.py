@@ -36,6 +36,7 @@ from components.speechlm.sft_data import (
     build_sft_examples,
     perception_probes,
     split_summary,
+    spread,
 )
 
 
@@ -102,7 +103,8 @@ def evaluate(model, collator: SpeechCollator, dev: list[dict], label_set: list[s
              cfg: SFTConfig, train_labels: list[str]) -> dict:
     """Decoded dev accuracy vs the majority-class rate, and perception accuracy on every
     measured question of the same clips vs chance and the best constant answer."""
-    ser = [e for e in dev if e["task"] == "ser"][: cfg.eval_clips]
+    ser = [e for e in dev if e["task"] == "ser"]
+    ser = [ser[i] for i in spread(len(ser), cfg.eval_clips)]
     texts = generate(model, collator, ser, max_new_tokens=48 + int(cfg.max_target_words * 1.6))
     parsed = [parse_output(t, cfg.format, label_set) for t in texts]
     majority = Counter(train_labels).most_common(1)[0][0]
@@ -213,6 +215,7 @@ def train_sft(params: Params, out: Path) -> dict:
             seed=params.base.seed, levels=perception_levels(features, cfg.perception_ratio),
             log=lambda metrics, epoch: mlflow.log_metrics(metrics, step=epoch))
         steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+        dev_ser = [e for e in dev if e["task"] == "ser"]
         args = TRLConfig(
             output_dir=str(out / "checkpoints"), per_device_train_batch_size=cfg.batch_size,
             per_device_eval_batch_size=cfg.batch_size, num_train_epochs=cfg.epochs,
@@ -230,7 +233,7 @@ def train_sft(params: Params, out: Path) -> dict:
             processing_class=tokenizer, optimizers=(make_optimizer(model, cfg), None),
             callbacks=[
                 EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience),
-                sample_callback(model, collator, [e for e in dev if e["task"] == "ser"][:6],
+                sample_callback(model, collator, [dev_ser[i] for i in spread(len(dev_ser), 6)],
                                 label_set, cfg.format),
             ],
         )

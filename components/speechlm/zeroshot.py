@@ -22,6 +22,7 @@ from components.config import FeaturesConfig, Params
 from components.features.levels import load_levels
 from components.prepare.schema import read_manifest
 from components.speechlm.formats import build_prompt, parse_output
+from components.speechlm.sft_data import spread
 
 LEVELS_FILE = "levels.json"
 
@@ -50,13 +51,15 @@ def generate_text(model, tokenizer, prompts: list[list[dict]], max_new_tokens: i
 
 
 def dev_clips(features: Path | str, manifest: Path | str, n: int) -> tuple[pd.DataFrame, list[str], str]:
-    """(the first `n` dev clips with a consensus label, the label set, the train majority label)."""
+    """(`n` dev clips with a consensus label, spread over the split as SFT's evaluation picks
+    them, the label set, the train majority label)."""
     df, meta = read_manifest(manifest)
     feats = pd.read_parquet(features, columns=["utt_id", "transcript", "prosody_caption"])
     rows = df[["utt_id", "split", "label"]].merge(feats, on="utt_id", validate="1:1")
     rows = rows[rows["label"].isin(meta.labels)]
     train = rows[rows["split"] == "train"]
-    dev = rows[rows["split"] == "dev"].head(n)
+    dev = rows[rows["split"] == "dev"]
+    dev = dev.iloc[spread(len(dev), n)]
     if dev.empty or train.empty:
         raise ValueError(f"zero-shot evaluation needs labelled train and dev clips in {manifest}")
     return dev, list(meta.labels), Counter(train["label"]).most_common(1)[0][0]
