@@ -244,9 +244,9 @@ class SpeechLMForCausalLM(SpeechLMPreTrainedModel, GenerationMixin):
                     module.merge()
                     parent, _, child = name.rpartition(".")
                     setattr(owner.get_submodule(parent), child, module.get_base_layer())
-            for holder in (owner, getattr(owner, "encoder", None)):
-                if hasattr(holder, "peft_config"):
-                    del holder.peft_config
+            for module in owner.modules():  # PEFT marks the module it injected into
+                if hasattr(module, "peft_config"):
+                    del module.peft_config
         self.config.merged = True
         self.set_trainable()
 
