@@ -36,6 +36,7 @@ bench: install
 	$(PY) benchmarks/bench_features.py
 	$(PY) benchmarks/bench_distill.py
 	$(PY) benchmarks/bench_sft.py
+	$(PY) benchmarks/bench_serve.py
 
 clean:
 	rm -rf data reports mlflow.db mlartifacts

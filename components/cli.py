@@ -116,19 +116,75 @@ def cmd_zeroshot(args: argparse.Namespace, params: Params) -> None:
     build_zero_shot(params, Path(args.out or params.zeroshot.out))
 
 
-def cmd_predict(args: argparse.Namespace, params: Params) -> None:
+def cmd_evaluate(args: argparse.Namespace, params: Params) -> None:
+    cfg = params.evaluate
+    if args.max_clips:
+        cfg.max_clips = args.max_clips
+    if args.no_rationale:
+        cfg.rationale = False
+    if args.model or args.corpus:
+        from components.evaluate.any_corpus import evaluate_model_on_corpus
+
+        if not (args.model and args.corpus and args.out):
+            raise ValueError("--model, --corpus and --out go together (add --data-dir for a "
+                             "corpus other than demo)")
+        evaluate_model_on_corpus(params, args.model, args.corpus, _path(args.data_dir),
+                                 args.split or "test", Path(args.out))
+        return
+    from components.evaluate.stage import run_evaluate
+
+    if args.split:
+        cfg.split = args.split
+    run_evaluate(params, Path(args.out or cfg.out))
+
+
+def cmd_register(args: argparse.Namespace, params: Params) -> None:
+    from components.register.stage import run_register
+
+    if args.system:
+        params.register.system = args.system
+    run_register(params, _path(args.model), _path(args.metrics))
+
+
+def cmd_serve(args: argparse.Namespace, params: Params) -> None:
+    """`mlflow models serve` on a registered model, with this environment's programs on PATH
+    (MLflow starts uvicorn from PATH) and the project's tracking store."""
+    from components.tracking import tracking_uri
+
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri(params.tracking)
+    os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable),
+                                          os.environ.get("PATH", "")])
+    target = args.model or f"models:/{params.register.model_name}@{args.alias}"
+    os.execv(sys.executable, [sys.executable, "-m", "mlflow", "models", "serve", "-m", target,
+                              "-h", args.host, "-p", str(args.port), "--env-manager", "local",
+                              "-t", str(args.timeout)])
+
+
+def cmd_predict(args: argparse.Namespace, params: Params) -> int:
     import json
 
-    from components.speechlm.predict import load_predictor
+    from components.serve.predictor import load_predictor
+    from components.serve.rows import predict_rows
 
-    predictor = load_predictor(Path(args.model))
-    for result in predictor.predict([Path(p) for p in args.clips], args.same_speaker):
+    predictor = load_predictor(Path(args.model), dtype=params.serve.dtype)
+    speakers = ["speaker"] * len(args.clips) if args.same_speaker else None
+    results = predict_rows(predictor, args.clips, speakers, rationale=not args.no_rationale,
+                           max_duration_s=params.serve.max_duration_s,
+                           batch_size=params.serve.batch_size)
+    for path, result in zip(args.clips, results):
+        result = {"path": path, **result}
         if args.json:
-            print(json.dumps(result, ensure_ascii=False))
+            print(json.dumps(result, ensure_ascii=False), flush=True)
+        elif result["error"]:
+            print(f"{path}: error: {result['error']}")
         else:
-            print(f"{result['path']}: {result['label']} "
-                  f"({'well-formed' if result['well_formed'] else 'malformed'})\n"
-                  f"  transcript: {result['transcript']}\n  rationale: {result['rationale']}")
+            top = sorted(result["probabilities"].items(), key=lambda kv: -kv[1])[:3]
+            print(f"{path}: {result['label']} ("
+                  + ", ".join(f"{k} {v:.2f}" for k, v in top) + ")"
+                  + ("" if result["well_formed"] in (None, True) else " [malformed]")
+                  + f"\n  transcript: {result['transcript']}"
+                  + (f"\n  rationale: {result['rationale']}" if result["rationale"] else ""))
+    return 2 if any(r["error"] for r in results) else 0
 
 
 def cmd_model_prepare(args: argparse.Namespace, params: Params) -> None:
@@ -138,7 +194,7 @@ def cmd_model_prepare(args: argparse.Namespace, params: Params) -> None:
 
 
 def cmd_model_export(args: argparse.Namespace, params: Params) -> None:
-    from components.speechlm.predict import export_for_serving
+    from components.serve.export import export_for_serving
 
     print(export_for_serving(Path(args.model), Path(args.out)))
 
@@ -269,14 +325,69 @@ def build_parser() -> argparse.ArgumentParser:
     zs.add_argument("--out", help="model folder (default zeroshot.out)")
     zs.set_defaults(func=cmd_zeroshot)
 
+    ev = sub.add_parser(
+        "evaluate", help="score every system on the test split, annotator-aware, with intervals",
+        description="The evaluate stage: majority class, eGeMAPS + logistic regression (global "
+                    "and per-speaker normalisation), the SpeechLM's own encoder, the zero-shot "
+                    "LM and the trained models on evaluate.split. WA, UA, macro-F1, "
+                    "annotator-aware accuracy and F1, distributional and rationale metrics, "
+                    "95%% bootstrap intervals, paired p-values, per-class and per-slice tables; "
+                    "metrics.json, DVC plots, report.html; one MLflow run per system. With "
+                    "--model and --corpus: one saved model on any corpus (loader, manifest "
+                    "gate and features run into --out first).",
+    )
+    ev.add_argument("--model", help="a model folder or a models:/name@alias URI")
+    ev.add_argument("--corpus", help="demo, ravdess, cremad, msp_podcast, iemocap, emodb")
+    ev.add_argument("--data-dir", help="the corpus folder")
+    ev.add_argument("--split", choices=["train", "dev", "test", "all"],
+                    help="which clips (default evaluate.split; test with --model)")
+    ev.add_argument("--out", help="output folder (default evaluate.out)")
+    ev.add_argument("--max-clips", type=int, help="only N clips spread over the split")
+    ev.add_argument("--no-rationale", action="store_true",
+                    help="labels and probabilities only (no generation, no rationale metrics)")
+    ev.set_defaults(func=cmd_evaluate)
+
+    rg = sub.add_parser(
+        "register", help="log the evaluated model to the MLflow Model Registry, gate champion",
+        description="Logs register.system's model folder as an MLflow pyfunc (audio in; "
+                    "transcript, label, probabilities, rationale, cues out) under "
+                    "register.model_name. The new version gets the alias challenger; champion "
+                    "moves to it only when register.gate_metric beats the champion's and "
+                    "rationale grounding did not drop by more than the tolerance.",
+    )
+    rg.add_argument("--model", help="model folder to register (default "
+                                    "evaluate.models[register.system])")
+    rg.add_argument("--metrics", help="evaluate's metrics.json (default register.metrics)")
+    rg.add_argument("--system", help="the evaluated system whose numbers gate it (default "
+                                     "register.system)")
+    rg.set_defaults(func=cmd_register)
+
+    sv = sub.add_parser(
+        "serve", help="serve the registered model over REST (mlflow models serve)",
+        description="Starts `mlflow models serve` on models:/<register.model_name>@<alias> "
+                    "(or --model) on this machine: POST base64 audio to /invocations.",
+    )
+    sv.add_argument("--alias", default="champion", help="registry alias (default %(default)s)")
+    sv.add_argument("--model", help="any MLflow model URI instead of the alias")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=5001)
+    sv.add_argument("--timeout", type=int, default=300,
+                    help="seconds per request (CPU generation is slow; default %(default)s)")
+    sv.set_defaults(func=cmd_serve)
+
     pr = sub.add_parser(
         "predict", help="transcript, emotion and rationale for WAV files",
         description="Runs a trained SpeechLM folder on audio files (any sample rate, mono or "
-                    "stereo).",
+                    "stereo), batched: transcript, label, label probabilities, rationale and "
+                    "the measured cues. A file that cannot be used gets its own error and the "
+                    "others are still answered; the exit status is 2 when some failed.",
     )
     pr.add_argument("--model", required=True, help="a model folder written by `emoreason sft` or `emoreason zeroshot`")
-    pr.add_argument("clips", nargs="+", help="audio files")
-    pr.add_argument("--json", action="store_true", help="one JSON object per clip")
+    pr.add_argument("clips", nargs="+", help="audio files (any format soundfile reads)")
+    pr.add_argument("--json", action="store_true",
+                    help="one JSON object per clip, in order; exit status 2 when some failed")
+    pr.add_argument("--no-rationale", action="store_true",
+                    help="label and probabilities only: one forward pass, no generation")
     pr.add_argument("--same-speaker", action="store_true",
                     help="the clips are one speaker's: normalise their prosody over them "
                          "(better than the training population's statistics; give several)")
@@ -318,14 +429,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         params = load_params(args.params)
-        args.func(args, params)
+        status = args.func(args, params)
     except ConfigError as exc:
         print(f"emoreason: configuration error: {exc}", file=sys.stderr)
         return 2
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"emoreason {args.command}: error: {exc}", file=sys.stderr)
         return 1
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

@@ -197,6 +197,8 @@ class SFTConfig:
     manifest: str = "data/gated/manifest.parquet"
     rationales: str = "data/distill/rationales.jsonl"
     out: str = "models/sft"
+    levels: str = "data/features/levels.json"
+    """The training corpus's level cut points, kept with the model for describing new clips."""
     lm: str = "bundled:smollm2-135m-instruct"
     """The causal LM: a `bundled:` name, a local folder or a hub id."""
     encoder: str = "frames"
@@ -256,6 +258,54 @@ class ZeroShotConfig:
 
 
 @dataclass
+class EvaluateConfig:
+    """Scoring on the test split: baselines and models side by side, annotator-aware."""
+    features: str = "data/features/features.parquet"
+    manifest: str = "data/gated/manifest.parquet"
+    split: str = "test"
+    out: str = "reports/evaluate"
+    models: dict[str, str] = field(default_factory=lambda: {
+        "zeroshot": "models/zeroshot", "sft": "models/sft"})
+    """System name -> model folder; folders that do not exist are left out (e.g. rl)."""
+    encoder_of: str = "sft"
+    """The model whose warmed-up encoder and head give the `encoder` row."""
+    reference: str = "egemaps_lr_speaker"
+    """The system each model is compared with by paired bootstrap."""
+    lr_c_grid: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0])
+    """Logistic-regression C values tried on the dev split (never the test split)."""
+    rationale: bool = True
+    """Generate rationales (their quality is scored); False scores labels only (faster)."""
+    max_new_tokens: int = 96
+    batch_size: int = 8
+    n_boot: int = 1000
+    max_clips: int | None = None
+    """Score only this many test clips, spread over the split (a quick look); None: all."""
+
+
+@dataclass
+class RegisterConfig:
+    """The MLflow Model Registry entry of the evaluated model and its promotion gate."""
+    system: str = "sft"
+    """Which evaluated system (a key of evaluate.models) is registered."""
+    model_name: str = "emoreason"
+    gate_metric: str = "annotator_aware_macro_f1"
+    grounding_tolerance: float = 0.05
+    """champion moves only if rationale grounding drops by at most this much."""
+    metrics: str = "reports/evaluate/metrics.json"
+    out: str = "reports/register"
+
+
+@dataclass
+class ServeConfig:
+    max_duration_s: float = 60.0
+    """Longer inputs are refused with a per-row error, never fed whole to the encoder."""
+    batch_size: int = 8
+    dtype: str = "float32"
+    """Weights when serving and predicting: float32 (as trained), bfloat16 or int8 (dynamic
+    quantization of the LM; see benchmarks/bench_serve.py for speed and label agreement)."""
+
+
+@dataclass
 class TrackingConfig:
     tracking_uri: str | None = None
     """None: $MLFLOW_TRACKING_URI, else a SQLite file in the project (mlflow.db)."""
@@ -273,6 +323,9 @@ class Params:
     rationales_gate: RationalesGateConfig = field(default_factory=RationalesGateConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     zeroshot: ZeroShotConfig = field(default_factory=ZeroShotConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    register: RegisterConfig = field(default_factory=RegisterConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 

@@ -16,7 +16,10 @@ from prefect.artifacts import create_markdown_artifact
 
 from components.config import load_params
 from components.tracking import (
-    PARENT_ENV, finish_pipeline_run, pipeline_key, start_pipeline_run,
+    PARENT_ENV,
+    finish_pipeline_run,
+    pipeline_key,
+    start_pipeline_run,
 )
 
 #: Stages whose failures can be transient (network teachers, cluster jobs) get retries;
@@ -88,7 +91,8 @@ def ser_pipeline(stages: list[str] | None = None, force: bool = False,
     cwd = Path.cwd()
     os.chdir(project)  # MLflow's default SQLite store and the pipeline key are project-relative
     try:
-        parent = start_pipeline_run(params.tracking, pipeline_key(project))
+        parent = start_pipeline_run(params.tracking, pipeline_key(project),
+                                    orchestrator="prefect")
         done, success = [], False
         try:
             for stage in [s for s in known if not stages or s in stages]:

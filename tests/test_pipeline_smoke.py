@@ -42,6 +42,7 @@ def project(tmp_path_factory):
     params["sft"].update(lm=tiny, max_steps=2, batch_size=4, eval_clips=2, max_target_words=20,
                          encoder_pretrain_epochs=1)
     params["zeroshot"].update(lm=tiny, eval_clips=2, max_new_tokens=8)
+    params["evaluate"].update(n_boot=100, max_new_tokens=8)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=root, env=env, check=True)
@@ -84,6 +85,15 @@ def test_flow_runs_all_stages_then_dvc_has_nothing_to_do(project, monkeypatch):
     children = {r.data.tags["emoreason.stage"] for r in runs
                 if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id}
     assert children == set(stages)
+
+    metrics = json.loads((root / "reports" / "evaluate" / "metrics.json").read_text())
+    assert {"majority", "egemaps_lr_speaker", "encoder", "zeroshot", "sft"} <= \
+        set(metrics["systems"])
+    shown = subprocess.run(["dvc", "metrics", "show", "--json"], cwd=root, env=env,
+                           capture_output=True, text=True, check=True).stdout
+    assert "annotator_aware_macro_f1" in shown
+    registered = mlflow.MlflowClient().get_model_version_by_alias("emoreason", "champion")
+    assert registered.tags["emoreason.decision"] == "promoted"  # the first version
 
     again = subprocess.run(["dvc", "repro"], cwd=root, env=env, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr

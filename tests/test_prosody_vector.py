@@ -30,16 +30,20 @@ def clips():
 
 def test_one_speakers_clips_are_normalised_over_themselves(clips):
     stats = {"mean": [0.0] * PROSODY_DIM, "std": [1.0] * PROSODY_DIM}
-    together = clip_vectors(clips, stats, same_speaker=True)
+    raw = np.stack([egemaps_functionals(c, 16000) for c in clips])
+    together = clip_vectors(raw, stats, ["s1"] * 4)
     assert together.shape == (4, PROSODY_DIM) and together.dtype == np.float32
     assert np.isfinite(together).all()
-    varying = np.nanstd(np.stack([egemaps_functionals(c, 16000) for c in clips]), axis=0) > 1e-6
+    varying = np.nanstd(raw, axis=0) > 1e-6
     np.testing.assert_allclose(together[:, varying].mean(0), 0.0, atol=1e-4)
     np.testing.assert_allclose(together[:, varying].std(0), 1.0, atol=1e-3)
-    # alone, or without the flag: the population statistics (identity here = raw values)
-    alone = clip_vectors(clips[:1], stats, same_speaker=True)
-    np.testing.assert_allclose(alone[0], np.nan_to_num(egemaps_functionals(clips[0], 16000)),
-                               rtol=1e-5)
+    # alone, or with the speaker unknown: the population statistics (identity here = raw values)
+    for speakers in (["s1", "s2", "s3", "s4"], None):
+        np.testing.assert_allclose(clip_vectors(raw, stats, speakers), np.nan_to_num(raw),
+                                   rtol=1e-5)
+    # two speakers given together: each over its own clips
+    mixed = clip_vectors(raw, stats, ["a", "b", "a", "b"])
+    np.testing.assert_allclose(mixed[[0, 2]][:, varying].mean(0), 0.0, atol=1e-4)
 
 
 def test_training_vectors_and_population_stats_round_trip(tmp_path):

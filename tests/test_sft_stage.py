@@ -8,37 +8,16 @@ import soundfile as sf
 import torch
 
 from components.cli import main
-from components.config import FeaturesConfig, Params, SplitConfig
-from components.distill.cache import GenerationCache
-from components.distill.stage import distill, load_cues, write_records
-from components.distill.template import TemplateTeacher
-from components.features.levels import fit_levels, save_levels
-from components.features.stage import build_features
+from components.config import Params
 from components.speechlm.collate import AudioSource, SpeechCollator, load_frames
 from components.speechlm.io import build_speechlm, load_speechlm
 from components.speechlm.sft_data import SftDataConfig, build_sft_examples
 from components.speechlm.train import train_sft
 from components.speechlm.zeroshot import build_zero_shot
-from tests.demo_fixture import demo_manifest
-from tests.tiny_models import save_tiny_lm
+from tests.sft_fixture import sft_params
+from tests.tiny_models import TINY_SPEECHLM as TINY
 
 pytestmark = pytest.mark.slow
-TINY = {"encoder_dim": 32, "encoder_heads": 2, "encoder_layers": 1, "lora_r": 4, "lora_alpha": 8}
-
-
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
-    """Manifest, features (with frame shards) and template rationales for 32 demo clips."""
-    root = tmp_path_factory.mktemp("sft")
-    df, meta = demo_manifest(root, 32, 8, 5, SplitConfig(train=0.5, dev=0.25, test=0.25))
-    feats, _ = build_features(df, root / "audio", FeaturesConfig(
-        workers=1, cache_dir=str(root / "cache")), root / "features")
-    feats.to_parquet(root / "features" / "features.parquet", index=False)
-    cues = load_cues(root / "features" / "features.parquet", root / "manifest.parquet", ["train"])
-    records, _ = distill(cues, Params().distill, [TemplateTeacher()],
-                         GenerationCache(root / "gen.jsonl"))
-    write_records(records, root / "rationales.jsonl")
-    return root, df, feats, records, list(meta.labels), save_tiny_lm(root / "tiny_lm")
 
 
 def test_collator_masks_everything_but_the_target(pipeline):
@@ -82,14 +61,7 @@ def test_collator_weights_the_heard_answer(pipeline):
 
 def test_sft_trains_checkpoints_resumes_and_predicts(pipeline, tmp_path, capsys):
     root, df, feats, records, labels, tiny = pipeline
-    params = Params()
-    params.sft.features = str(root / "features" / "features.parquet")
-    params.sft.frames = str(root / "features" / "frames")
-    params.sft.manifest = str(root / "manifest.parquet")
-    params.sft.rationales = str(root / "rationales.jsonl")
-    params.sft.lm = str(tiny)
-    params.sft.max_steps, params.sft.batch_size, params.sft.eval_clips = 3, 4, 4
-    params.sft.max_target_words, params.sft.encoder_pretrain_epochs = 20, 2
+    params = sft_params(root, tiny)
     out = tmp_path / "model"
     summary = train_sft(params, out)
     assert summary["steps"] == 3 and 0.0 <= summary["dev_accuracy"] <= 1.0
@@ -114,8 +86,11 @@ def test_sft_trains_checkpoints_resumes_and_predicts(pipeline, tmp_path, capsys)
     assert (out / "prosody_norm.json").exists()  # an unknown speaker's prosody normalisation
     assert main(["predict", "--model", str(out), str(wav), "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(result) == {"path", "transcript", "label", "rationale", "well_formed"}
-    assert result["label"] is None or result["label"] in labels
+    assert set(result) == {"path", "transcript", "label", "probabilities", "rationale", "cues",
+                           "well_formed", "flags", "error"}
+    assert result["label"] in labels and result["error"] is None
+    assert result["label"] == max(result["probabilities"], key=result["probabilities"].get)
+    assert result["cues"]["pitch_level"] in ("low", "normal", "high")
     other = tmp_path / "other.wav"
     sf.write(other, 0.5 * stereo[:24000], 16000)
     assert main(["predict", "--model", str(out), str(wav), str(other), "--json",
@@ -136,8 +111,7 @@ def test_sft_trains_checkpoints_resumes_and_predicts(pipeline, tmp_path, capsys)
 
 def test_zero_shot_baseline_scores_dev_and_predicts_any_wav(pipeline, tmp_path, capsys):
     root, df, feats, _, labels, tiny = pipeline
-    levels = root / "levels.json"
-    save_levels(levels, fit_levels(feats))
+    levels = root / "features" / "levels.json"
     params = Params()
     params.zeroshot.features = str(root / "features" / "features.parquet")
     params.zeroshot.manifest = str(root / "manifest.parquet")
@@ -158,5 +132,5 @@ def test_zero_shot_baseline_scores_dev_and_predicts_any_wav(pipeline, tmp_path, 
     sf.write(wav, 0.3 * np.sin(2 * np.pi * 200 * t * (1 + 0.2 * t)), 22050)
     assert main(["predict", "--model", str(out), str(wav), "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(result) == {"path", "transcript", "label", "rationale", "well_formed"}
-    assert result["label"] is None or result["label"] in labels
+    assert result["label"] in labels and sum(result["probabilities"].values()) == \
+        pytest.approx(1.0)

@@ -15,10 +15,9 @@ from components.speechlm.io import (
     save_speechlm,
 )
 from components.speechlm.model import AudioPlaceholderMismatch
-from tests.tiny_models import save_tiny_lm
+from tests.tiny_models import TINY_SPEECHLM, save_tiny_lm
 
 TINY_NAME = "bundled:tiny-test-lm"
-TINY_ENCODER = {"encoder_dim": 32, "encoder_heads": 2, "encoder_layers": 1, "lora_r": 4, "lora_alpha": 8}
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +32,7 @@ def built(tiny_lm, monkeypatch):
     `bundled:` names resolve to a cache folder)."""
     monkeypatch.setattr(speechlm_io, "resolve_model", lambda name: str(tiny_lm) if name == TINY_NAME else name)
     torch.manual_seed(1)
-    return build_speechlm(TINY_NAME, **TINY_ENCODER)
+    return build_speechlm(TINY_NAME, **TINY_SPEECHLM)
 
 
 def _prompts(model, tokenizer, n_tokens: list[int]) -> dict:
@@ -307,8 +306,8 @@ def test_whisper_encoder_with_lora_trains_only_its_adapter(tiny_lm, tiny_whisper
 def test_prosody_token_is_heard_saved_and_batched(tiny_lm, monkeypatch, tmp_path):
     monkeypatch.setattr(speechlm_io, "resolve_model", lambda name: str(tiny_lm) if name == TINY_NAME else name)
     torch.manual_seed(2)
-    model, tokenizer = build_speechlm(TINY_NAME, prosody_dim=88, **TINY_ENCODER)
-    plain, _ = build_speechlm(TINY_NAME, **TINY_ENCODER)
+    model, tokenizer = build_speechlm(TINY_NAME, prosody_dim=88, **TINY_SPEECHLM)
+    plain, _ = build_speechlm(TINY_NAME, **TINY_SPEECHLM)
     assert model.n_audio_tokens(120) == plain.n_audio_tokens(120) + 1  # one placeholder more
     enc, values, mask = _batch(model, tokenizer)
     prosody = torch.randn(2, 88)

@@ -64,3 +64,27 @@ def test_dvc_rewriting_its_lock_keeps_one_parent(monkeypatch, tmp_path):
     assert len(parents) == 1
     (tmp_path / "dvc.yaml").write_text("stages: {x: {cmd: 'true'}}\n")
     assert git_commit().endswith("-dirty")  # any other tracked change still counts
+
+
+def test_the_last_stage_ends_the_parent_and_runs_are_tagged_for_the_ui(monkeypatch, tmp_path):
+    """A plain `dvc repro` has no flow to end its parent: the graph's last stage does, a new
+    pipeline run ends a parent left open, and the experiment opens on training runs."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dvc.yaml").write_text("stages: {prepare: {cmd: a}, register: {cmd: b}}\n")
+    cfg = TrackingConfig(experiment="test-tracking-end")
+    with stage_run("prepare", cfg) as first:
+        pass
+    parent = mlflow.get_run(first.info.run_id).data.tags["mlflow.parentRunId"]
+    assert mlflow.get_run(first.info.run_id).data.tags["stage"] == "prepare"
+    assert mlflow.get_run(parent).info.status == "RUNNING"  # more stages to come
+    with stage_run("register", cfg):
+        pass
+    assert mlflow.get_run(parent).info.status == "FINISHED"
+    experiment = mlflow.get_experiment_by_name("test-tracking-end")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+    stopped = start_pipeline_run(cfg, "s" * 16)  # a run that died before its last stage
+    flow = start_pipeline_run(cfg, "f" * 16, orchestrator="prefect")
+    start_pipeline_run(cfg, "n" * 16)
+    assert mlflow.get_run(stopped).info.status == "KILLED"
+    assert mlflow.get_run(flow).info.status == "RUNNING"  # a flow ends its own parent

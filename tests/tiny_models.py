@@ -22,3 +22,44 @@ def save_tiny_lm(folder: Path, seed: int = 0, layers: int = 2, hidden: int = 64,
     lm.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return Path(folder)
+
+
+TINY_SPEECHLM = {"encoder_dim": 32, "encoder_heads": 2, "encoder_layers": 1, "lora_r": 4,
+                 "lora_alpha": 8}
+
+
+def save_tiny_model_folder(folder: Path, labels: list[str] | None = None, seed: int = 0,
+                           merged: bool = True, asr: str = "pocketsphinx") -> Path:
+    """A model folder shaped like `emoreason sft` writes it (random weights): the SpeechLM with
+    a prosody token, task.json, levels.json and prosody_norm.json. `merged`: LoRA folded in,
+    self-contained like `emoreason model export`; else an adapter folder whose base LM is
+    saved beside it (`<folder>-lm`)."""
+    import numpy as np
+    import pandas as pd
+
+    from components.features.egemaps import EGEMAPS_NAMES
+    from components.features.levels import fit_levels, save_levels
+    from components.speechlm.io import build_speechlm, save_speechlm, write_task
+    from components.speechlm.prosody_vector import PROSODY_DIM, save_stats
+
+    folder = Path(folder)
+    lm = save_tiny_lm(folder.parent / f"{folder.name}-lm", seed=seed)
+    torch.manual_seed(seed)
+    model, tokenizer = build_speechlm(str(lm), prosody_dim=PROSODY_DIM, **TINY_SPEECHLM)
+    if merged:
+        model.merge_lora()
+    save_speechlm(model, tokenizer, folder)
+    rng = np.random.default_rng(seed)
+    n = 12
+    levels = fit_levels(pd.DataFrame({
+        "corpus": "demo", "gender": ["female", "male"] * (n // 2), "split": "train",
+        "f0_median_hz": rng.uniform(90, 260, n), "f0_range_st": rng.uniform(2, 14, n),
+        "energy_dbfs": rng.uniform(-35, -12, n), "rate_sps": rng.uniform(2.5, 6.5, n),
+        "pause_ratio": rng.uniform(0, 0.3, n)}))
+    save_levels(folder / "training_levels.json", levels)
+    write_task(folder, "explain_after", "asr", list(labels or ["neutral", "happy", "sad", "angry"]),
+               asr, folder / "training_levels.json")
+    (folder / "training_levels.json").unlink()
+    save_stats(folder, {"names": list(EGEMAPS_NAMES), "n_clips": n,
+                        "mean": [0.0] * PROSODY_DIM, "std": [1.0] * PROSODY_DIM})
+    return folder

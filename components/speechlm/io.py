@@ -14,6 +14,8 @@ A saved folder (safetensors and JSON only, nothing pickled):
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -41,6 +43,8 @@ AUDIO_WEIGHTS = "audio.safetensors"
 AUDIO_FORMAT = "emoreason-speechlm-audio-v1"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 MERGED_LM_DIR = "language_model"
+TASK_FILE = "task.json"
+LEVELS_FILE = "levels.json"
 _SET_BY_BUILD = {"text_config", "lm_name_or_path", "encoder", "use_lora", "audio_token_id",
                  "whisper_config", "whisper_feature_extractor", "merged", "tie_word_embeddings"}
 
@@ -248,3 +252,14 @@ def export_merged(folder: str | Path, out: str | Path) -> Path:
     model, tokenizer = load_speechlm(folder)
     model.merge_lora()
     return save_speechlm(model, tokenizer, out)
+
+
+def write_task(folder: Path, fmt: str, transcript_source: str, labels: list[str],
+               asr: str, levels: Path | str, inputs: str = "audio") -> None:
+    """What prediction needs besides the weights: the task (`inputs`: `audio`, soft audio
+    tokens, or `text`, transcript and prosody caption only) and the training corpus's level
+    cut points, against which a new clip's cues are described."""
+    (folder / TASK_FILE).write_text(json.dumps(
+        {"format": fmt, "transcript_source": transcript_source, "labels": labels, "asr": asr,
+         "inputs": inputs}, indent=2) + "\n")
+    shutil.copyfile(levels, folder / LEVELS_FILE)

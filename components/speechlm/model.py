@@ -34,7 +34,6 @@ from components.speechlm.encoders import (
     stack_size,
 )
 
-
 WHISPER_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
 """The attention projections of a Whisper encoder layer that `encoder_lora_r` adapts."""
 
@@ -53,6 +52,17 @@ class SpeechLMPreTrainedModel(PreTrainedModel):
     _supports_attention_backend = True
 
 
+def build_prosody_projector(config: SpeechLMConfig) -> nn.Module | None:
+    """The MLP that turns a clip's prosody vector into one soft token (None without one)."""
+    if not config.prosody_dim:
+        return None
+    hidden = config.text_config.hidden_size
+    return nn.Sequential(
+        nn.Linear(config.prosody_dim, config.projector_hidden or hidden), nn.GELU(),
+        nn.Linear(config.projector_hidden or hidden, hidden), nn.Dropout(config.audio_dropout),
+    )
+
+
 class SpeechLMModel(SpeechLMPreTrainedModel):
     """The backbone: audio encoder, projector and the LM's base model (no LM head)."""
 
@@ -64,11 +74,7 @@ class SpeechLMModel(SpeechLMPreTrainedModel):
             self.audio_encoder.output_dim, config.text_config.hidden_size, stack_size(config),
             hidden=config.projector_hidden, dropout=config.audio_dropout,
         )
-        hidden = config.text_config.hidden_size
-        self.prosody_projector = nn.Sequential(
-            nn.Linear(config.prosody_dim, config.projector_hidden or hidden), nn.GELU(),
-            nn.Linear(config.projector_hidden or hidden, hidden), nn.Dropout(config.audio_dropout),
-        ) if config.prosody_dim else None
+        self.prosody_projector = build_prosody_projector(config)
         if language_model is None:
             language_model = AutoModel.from_config(config.text_config)
         self.language_model = language_model

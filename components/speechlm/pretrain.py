@@ -11,17 +11,23 @@ rate, intonation) at the same time, so the soft tokens carry them too. A frozen 
 """
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 from torch.nn import functional as F
 
+from components.speechlm.collate import IGNORE
 from components.speechlm.formats import PERCEPTION_TASKS
 
-IGNORE = -100
+CLASSIFIER_FILE = "encoder_classifier.safetensors"
+CLASSIFIER_FORMAT = "emoreason-encoder-classifier-v1"
 
 
 def clip_embedding(backbone: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -74,7 +80,8 @@ def pretrain_encoder(model, batches: Callable, train: list[tuple[str, str]],
                      dev: list[tuple[str, str]], label_set: list[str], epochs: int,
                      learning_rate: float, batch_size: int = 16, seed: int = 0,
                      levels: dict[str, dict[str, str]] | None = None,
-                     log: Callable[[dict, int], None] | None = None) -> dict:
+                     log: Callable[[dict, int], None] | None = None,
+                     classifier_out: Path | None = None) -> dict:
     """Train `model`'s audio encoder (and prosody projector) as a classifier of (utt_id, label)
     clips.
 
@@ -82,6 +89,8 @@ def pretrain_encoder(model, batches: Callable, train: list[tuple[str, str]],
     `levels`: perception task -> {utt_id: measured level}, learned by heads of their own.
     Returns the last epoch's loss and the train and dev accuracy (emotion, and per level
     task); `log(metrics, epoch)` is called after every epoch (MLflow, progress).
+    `classifier_out`: a folder to keep the warmed-up encoder with its emotion head in
+    (`CLASSIFIER_FILE`), the `encoder` baseline of evaluation.
     """
     backbone = model.model
     modules = _warmed_modules(backbone)
@@ -139,6 +148,62 @@ def pretrain_encoder(model, batches: Callable, train: list[tuple[str, str]],
               f"train accuracy {result['pretrain_train_accuracy']:.3f}"
               + (f", dev accuracy {result['pretrain_dev_accuracy']:.3f}" if dev_ids else "")
               + f" ({time.perf_counter() - start:.0f} s)", flush=True)
+    if classifier_out is not None:
+        save_classifier(Path(classifier_out), backbone, heads["emotion"], label_set)
     for module in modules:
         module.train()
     return result
+
+
+def save_classifier(folder: Path, backbone: nn.Module, head: nn.Linear,
+                    label_set: list[str]) -> Path:
+    """The encoder (and prosody projector) as warmed up, with its emotion head: SFT goes on
+    training the encoder for the LM, so this snapshot is what the encoder alone knew."""
+    folder.mkdir(parents=True, exist_ok=True)
+    modules = {"audio_encoder": backbone.audio_encoder, "head": head}
+    if backbone.prosody_projector is not None:
+        modules["prosody_projector"] = backbone.prosody_projector
+    tensors = {f"{prefix}.{k}": v.detach().contiguous().clone()
+               for prefix, module in modules.items() for k, v in module.state_dict().items()}
+    save_file(tensors, str(folder / CLASSIFIER_FILE),
+              metadata={"format": CLASSIFIER_FORMAT, "labels": json.dumps(list(label_set))})
+    return folder / CLASSIFIER_FILE
+
+
+class EncoderClassifier(nn.Module):
+    """The warmed-up encoder and its emotion head, rebuilt from a model folder."""
+
+    def __init__(self, config, labels: list[str]):
+        super().__init__()
+        from components.speechlm.encoders import build_audio_encoder
+        from components.speechlm.model import build_prosody_projector
+
+        self.config, self.labels = config, list(labels)
+        self.audio_encoder = build_audio_encoder(config)
+        self.prosody_projector = build_prosody_projector(config)
+        width = self.audio_encoder.output_dim + (
+            config.text_config.hidden_size if self.prosody_projector is not None else 0)
+        self.head = nn.Linear(width, len(self.labels))
+
+    @classmethod
+    def load(cls, folder: Path) -> EncoderClassifier:
+        from components.speechlm.config import SpeechLMConfig
+
+        path = Path(folder) / CLASSIFIER_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: the model was trained without an "
+                                    "encoder warm-up (sft.encoder_pretrain_epochs: 0)")
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != CLASSIFIER_FORMAT:
+                raise ValueError(f"{path} is not an encoder classifier file")
+            state = {k: f.get_tensor(k) for k in f.keys()}
+        model = cls(SpeechLMConfig.from_pretrained(folder), json.loads(meta["labels"]))
+        model.load_state_dict(state)
+        return model.eval()
+
+    @torch.no_grad()
+    def predict_proba(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[B, labels] probabilities for a batch of model inputs (`audio_values`,
+        `audio_mask`, `prosody_values` when the model has a prosody token)."""
+        return self.head(clip_embedding(self, inputs)).softmax(-1)

@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from components.features.egemaps import EGEMAPS_NAMES, egemaps_functionals, zscore
-from components.features.prosody import SR
+from components.features.egemaps import EGEMAPS_NAMES, zscore
 
 PROSODY_DIM = len(EGEMAPS_NAMES)
 NORM_FILE = "prosody_norm.json"
@@ -59,10 +58,16 @@ def load_stats(folder: Path) -> dict:
     return stats
 
 
-def clip_vectors(audio16k: list[np.ndarray], stats: dict, same_speaker: bool = False) -> np.ndarray:
-    """[N, 88] prosody vectors of raw 16 kHz clips: normalised over the clips themselves when
-    they are one speaker's (`same_speaker`, two clips or more), else with the population stats."""
-    raw = np.stack([egemaps_functionals(a, SR) for a in audio16k]).astype(np.float64)
-    if same_speaker and len(raw) > 1:
-        return finite(zscore(raw, np.nanmean(raw, axis=0), np.nanstd(raw, axis=0)))
-    return finite(zscore(raw, np.asarray(stats["mean"]), np.asarray(stats["std"])))
+def clip_vectors(raw: np.ndarray, stats: dict, speakers: list[str | None] | None = None,
+                 ) -> np.ndarray:
+    """[N, 88] prosody vectors from raw eGeMAPS rows: normalised over each speaker's clips
+    where a speaker is named with two clips or more (as in training), else with the training
+    population's statistics (the speaker is unknown)."""
+    raw = np.asarray(raw, dtype=np.float64)
+    out = zscore(raw, np.asarray(stats["mean"]), np.asarray(stats["std"]))
+    groups = pd.Series(list(speakers) if speakers is not None else [None] * len(raw))
+    for speaker, rows in groups.groupby(groups, dropna=True).groups.items():
+        if len(rows) > 1:
+            own = raw[list(rows)]
+            out[list(rows)] = zscore(own, np.nanmean(own, axis=0), np.nanstd(own, axis=0))
+    return finite(out)

@@ -27,7 +27,6 @@ from components.distill.stage import read_records
 from components.prepare.schema import read_manifest
 from components.speechlm.collate import IGNORE, AudioSource, SpeechCollator
 from components.speechlm.formats import PERCEPTION_TASKS, parse_output
-from components.speechlm.predict import write_task
 from components.speechlm.pretrain import pretrain_encoder
 from components.speechlm.prosody_vector import PROSODY_DIM, population_stats, save_stats
 from components.speechlm.sft_data import (
@@ -190,7 +189,7 @@ def train_sft(params: Params, out: Path) -> dict:
     from trl import SFTConfig as TRLConfig
 
     from components.config import as_dict
-    from components.speechlm.io import build_speechlm, save_speechlm
+    from components.speechlm.io import build_speechlm, save_speechlm, write_task
     from components.tracking import stage_run
 
     cfg = params.sft
@@ -213,7 +212,8 @@ def train_sft(params: Params, out: Path) -> dict:
             model, source.batch, labelled_clips(train), labelled_clips(dev), label_set,
             cfg.encoder_pretrain_epochs, cfg.encoder_pretrain_learning_rate,
             seed=params.base.seed, levels=perception_levels(features, cfg.perception_ratio),
-            log=lambda metrics, epoch: mlflow.log_metrics(metrics, step=epoch))
+            log=lambda metrics, epoch: mlflow.log_metrics(metrics, step=epoch),
+            classifier_out=out)
         steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
         dev_ser = [e for e in dev if e["task"] == "ser"]
         args = TRLConfig(
@@ -245,7 +245,8 @@ def train_sft(params: Params, out: Path) -> dict:
         save_speechlm(model, tokenizer, out)
         if cfg.prosody_token:
             save_stats(out, population_stats(features, {e["utt_id"] for e in train}))
-        write_task(out, cfg.format, cfg.transcript_source, label_set, params.features.asr)
+        write_task(out, cfg.format, cfg.transcript_source, label_set, params.features.asr,
+                   cfg.levels)
         summary = {
             "train_minutes": round(minutes, 2),
             "steps": trainer.state.global_step,

@@ -10,7 +10,6 @@ unknown speaker's F0 median is the clip's own).
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -23,8 +22,6 @@ from components.features.levels import load_levels
 from components.prepare.schema import read_manifest
 from components.speechlm.formats import build_prompt, parse_output
 from components.speechlm.sft_data import spread
-
-LEVELS_FILE = "levels.json"
 
 
 def text_prompt(transcript: str, caption: str, fmt: str, labels: list[str],
@@ -70,8 +67,7 @@ def build_zero_shot(params: Params, out: Path) -> dict:
     import mlflow
 
     from components.config import as_dict
-    from components.speechlm.io import build_speechlm, save_speechlm
-    from components.speechlm.predict import write_task
+    from components.speechlm.io import build_speechlm, save_speechlm, write_task
     from components.tracking import stage_run
 
     cfg = params.zeroshot
@@ -92,8 +88,8 @@ def build_zero_shot(params: Params, out: Path) -> dict:
             "predicted": dict(Counter(str(p["label"]) for p in parsed).most_common()),
         }
         save_speechlm(model, tokenizer, out)
-        write_task(out, cfg.format, "asr", labels, params.features.asr, inputs="text")
-        shutil.copyfile(cfg.levels, out / LEVELS_FILE)
+        write_task(out, cfg.format, "asr", labels, params.features.asr, cfg.levels,
+                   inputs="text")
         samples = {"utt_id": dev["utt_id"].tolist(), "label": truth,
                    "predicted": [str(p["label"]) for p in parsed], "output": texts}
         (out / "eval.json").write_text(json.dumps({**result, "samples": samples}, indent=2) + "\n")
@@ -106,22 +102,25 @@ def build_zero_shot(params: Params, out: Path) -> dict:
     return result
 
 
-def clip_cues(paths: list[Path], asr: str, levels_path: Path) -> pd.DataFrame:
-    """Transcript and prosody caption of arbitrary audio files, measured as the features stage
-    does, against saved levels: those of the (first) training corpus and gender, each clip its
-    own speaker."""
+def clip_cues(paths: list[Path], asr: str, levels_path: Path,
+              speakers: list[str | None] | None = None) -> pd.DataFrame:
+    """Features of arbitrary audio files (transcript, prosody, levels, caption, eGeMAPS),
+    measured as the features stage does, against saved levels: those of the (first) training
+    corpus and gender. Clips of a named speaker share the F0 search band; an unnamed clip is
+    its own speaker."""
     from components.features.stage import build_features
 
     levels = load_levels(levels_path)
     corpus = min(levels["pause"])
     resolved = [Path(p).resolve() for p in paths]
+    ids = [f"clip{i:05d}" for i in range(len(resolved))]
     df = pd.DataFrame({
-        "utt_id": [f"clip{i:05d}" for i in range(len(resolved))],
+        "utt_id": ids,
         "audio_path": [str(p.relative_to(p.anchor)) for p in resolved],
         "transcript": "", "corpus": corpus, "gender": min(levels["pitch"][corpus]),
         "split": "test",
+        "speaker": [s if s else u for s, u in zip(speakers or [None] * len(ids), ids)],
     })
-    df["speaker"] = df["utt_id"]
     with tempfile.TemporaryDirectory() as tmp:
         cfg = FeaturesConfig(workers=1, asr=asr, frames=False, cache_dir=str(Path(tmp) / "cache"))
         feats, _ = build_features(df, Path(resolved[0].anchor), cfg, Path(tmp), levels)

@@ -1,0 +1,1 @@
+"""Metrics, rationale quality and the report of the `evaluate` stage."""

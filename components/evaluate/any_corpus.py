@@ -1,0 +1,129 @@
+"""`emoreason evaluate --model M --corpus C --data-dir D --out OUT`: one saved model on a
+corpus it was not trained on, with no code change between corpora.
+
+The corpus goes through the same loader, manifest gate and feature extraction as in the
+pipeline, into OUT, with the model's saved level cut points (a new corpus is described
+against the training corpus's levels: the model learned those words). Clips whose consensus
+label is outside the model's label set are counted as `out_of_set` and left out; the metrics
+are computed on the model's labels. Everything is logged under one MLflow parent run of its
+own (`emoreason.orchestrator=evaluate`).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from components.config import Params
+
+
+def resolve_model_folder(model: str, out: Path) -> Path:
+    """A model folder, or the folder inside a registered pyfunc (`models:/name@alias` or
+    `models:/name/version`), downloaded into OUT."""
+    if not model.startswith("models:/"):
+        folder = Path(model)
+        if not (folder / "task.json").exists():
+            raise FileNotFoundError(f"{folder} is not a trained model folder (no task.json)")
+        return folder
+    import mlflow
+
+    target = out / "model"
+    uri = f"{model.rstrip('/')}/artifacts/model"
+    path = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(target)))
+    if not (path / "task.json").exists():
+        raise FileNotFoundError(f"{model} holds no emoreason model folder (no task.json)")
+    return path
+
+
+def levels_for_corpus(levels: dict, corpus: str, genders: list[str]) -> dict:
+    """The model's cut points, also under `corpus` (and any gender the model has none for,
+    which gets the first trained gender's pitch cut points)."""
+    trained = sorted(levels["pause"])[0]
+    out = json.loads(json.dumps(levels))
+    for key in ("energy", "pause", "pitch_range", "rate", "pitch"):
+        out[key].setdefault(corpus, json.loads(json.dumps(levels[key][trained])))
+    pitch = out["pitch"][corpus]
+    first = sorted(pitch)[0]
+    for gender in genders:
+        pitch.setdefault(gender, pitch[first])
+    return out
+
+
+def evaluate_model_on_corpus(params: Params, model: str, corpus: str, data_dir: Path | None,
+                             split: str, out: Path) -> dict:
+    """Prepare, gate and measure the corpus into `out`, then score the model; returns
+    metrics.json's content."""
+    from components.evaluate.rationale_quality import load_clip_cues
+    from components.evaluate.stage import (
+        GOLD_COLUMNS,
+        evaluation_rows,
+        log_to_mlflow,
+        print_table,
+        score_systems,
+        write_outputs,
+    )
+    from components.evaluate.systems import speechlm_predictions
+    from components.features.levels import load_levels, save_levels
+    from components.features.stage import run_features
+    from components.gates.gx_report import raise_if_failed
+    from components.gates.manifest_gate import run_manifest_gate
+    from components.prepare.schema import read_manifest
+    from components.prepare.stage import run_prepare
+    from components.tracking import (
+        PARENT_ENV,
+        finish_pipeline_run,
+        pipeline_key,
+        start_pipeline_run,
+    )
+
+    out.mkdir(parents=True, exist_ok=True)
+    folder = resolve_model_folder(model, out)
+    labels = json.loads((folder / "task.json").read_text())["labels"]
+    parent = start_pipeline_run(params.tracking, pipeline_key(), f"evaluate-{corpus}",
+                                orchestrator="evaluate")
+    saved_parent = os.environ.get(PARENT_ENV)
+    os.environ[PARENT_ENV] = parent
+    success = False
+    try:
+        meta = run_prepare(params, corpus, data_dir, out / "prepared")
+        gate = params.manifest_gate
+        gate.out, gate.report_dir = str(out / "gated"), str(out / "manifest_gate")
+        raise_if_failed(run_manifest_gate(out / "prepared" / "manifest.parquet", gate))
+        manifest = out / "gated" / "manifest.parquet"
+        df, _ = read_manifest(manifest)
+        levels = levels_for_corpus(load_levels(folder / "levels.json"), meta.corpus,
+                                   sorted(set(df["gender"])))
+        save_levels(out / "model_levels.json", levels)
+        run_features(params, manifest, out / "features", out / "model_levels.json")
+        features = out / "features" / "features.parquet"
+        _, evaluated, meta = evaluation_rows(features, manifest, split,
+                                             params.evaluate.max_clips)
+        pred, _ = speechlm_predictions(folder, evaluated, out / "features" / "frames",
+                                       meta.data_root, params.evaluate.rationale,
+                                       params.evaluate.max_new_tokens,
+                                       params.evaluate.batch_size)
+        gold = evaluated[GOLD_COLUMNS]
+        cues = load_clip_cues(features, manifest, sorted(set(evaluated["split"])))
+        params.evaluate.reference = ""
+        scored = score_systems(gold, {"model": pred}, labels, cues, params.evaluate,
+                               params.base.seed)
+        shared = sorted(set(labels) & set(meta.labels))
+        report_meta = {"corpus": meta.corpus, "split": split, "labels": labels,
+                       "corpus_labels": list(meta.labels), "shared_labels": shared,
+                       "model": model, "n_clips": len(gold),
+                       "n_speakers": int(gold["speaker"].nunique()),
+                       "n_boot": params.evaluate.n_boot,
+                       "note": "metrics over clips whose consensus label is in the model's "
+                               "label set (out_of_set: the others)"}
+        write_outputs(scored, gold, {"model": pred}, labels, report_meta, out)
+        log_to_mlflow(params, scored, out, report_meta)
+        success = True
+    finally:
+        if saved_parent is None:
+            os.environ.pop(PARENT_ENV, None)
+        else:
+            os.environ[PARENT_ENV] = saved_parent
+        finish_pipeline_run(params.tracking, parent, success)
+    print_table(scored["systems"])
+    print(f"evaluate: {out / 'metrics.json'}, report {out / 'report.html'}")
+    return json.loads((out / "metrics.json").read_text())

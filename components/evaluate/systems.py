@@ -1,0 +1,79 @@
+"""Each system's predictions on the evaluation clips, in one shape: utt_id, label,
+probabilities (label -> p or None), rationale, well_formed.
+
+The SpeechLM folders run through the serving predictor (`components.serve.predictor`), fed
+with what the features stage measured (transcript, cues, frame features, speaker-normalised
+prosody vector: the speakers of a test split are known), so evaluation scores the code path
+that serves. The `encoder` row is the SpeechLM's warmed-up encoder with its own
+classification head: what the audio side alone knows, so explanation is never bought with
+accuracy unseen.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from components.audio_io import read_audio
+from components.evaluate.baselines import predictions
+from components.paths import resolve_audio_path
+
+
+def _audio(rows: pd.DataFrame, data_root: str) -> dict[str, np.ndarray]:
+    return {r.utt_id: read_audio(resolve_audio_path(r.audio_path, data_root), 16000)[0]
+            for r in rows.itertuples()}
+
+
+def speechlm_predictions(folder: Path, rows: pd.DataFrame, frames_dir: Path, data_root: str,
+                         rationale: bool, max_new_tokens: int, batch_size: int,
+                         ) -> tuple[pd.DataFrame, list[str]]:
+    """(predictions of a model folder on `rows` (manifest + features), its label set)."""
+    from components.serve.predictor import clips_from_features, frames_of, load_predictor
+
+    predictor = load_predictor(folder, max_new_tokens=max_new_tokens)
+    ids = rows["utt_id"].tolist()
+    frames = frames_of(frames_dir, ids) if predictor._uses_frames else None
+    audio = None if predictor.text_only or frames is not None else _audio(rows, data_root)
+    clips = clips_from_features(rows, frames, predictor, audio)
+    results = predictor.predict_clips(clips, rationale=rationale, batch_size=batch_size,
+                                      progress=True)
+    out = pd.DataFrame({
+        "utt_id": ids,
+        "label": [r["label"] for r in results],
+        "probabilities": [r["probabilities"] for r in results],
+        "rationale": [r["rationale"] for r in results],
+        "well_formed": [r["well_formed"] for r in results],
+        "output": [r["output"] for r in results],
+    })
+    return out, predictor.labels
+
+
+@torch.no_grad()
+def encoder_predictions(folder: Path, rows: pd.DataFrame, frames_dir: Path, data_root: str,
+                        batch_size: int = 16) -> tuple[pd.DataFrame, list[str]]:
+    """(predictions of the model folder's warmed-up encoder + head, its label set)."""
+    from components.serve.predictor import frames_of
+    from components.speechlm.encoders import collate_frames
+    from components.speechlm.pretrain import EncoderClassifier
+    from components.speechlm.prosody_vector import finite
+
+    classifier = EncoderClassifier.load(folder)
+    ids = rows["utt_id"].tolist()
+    frames = frames_of(frames_dir, ids) if classifier.config.encoder == "frames" else None
+    audio = _audio(rows, data_root) if frames is None else None
+    prosody = dict(zip(ids, rows["egemaps_spknorm"]))
+    probs = []
+    for start in range(0, len(ids), batch_size):
+        chunk = ids[start:start + batch_size]
+        if frames is not None:
+            values, mask = collate_frames([frames[u] for u in chunk])
+        else:
+            values, mask = classifier.audio_encoder.featurize([audio[u] for u in chunk])
+        inputs = {"audio_values": values, "audio_mask": mask}
+        if classifier.prosody_projector is not None:
+            inputs["prosody_values"] = torch.from_numpy(np.stack([finite(prosody[u])
+                                                                  for u in chunk]))
+        probs.append(classifier.predict_proba(inputs).numpy())
+    return predictions(ids, classifier.labels, np.concatenate(probs)), classifier.labels

@@ -1,0 +1,325 @@
+"""Batched prediction with a trained model folder: label probabilities in one forward pass,
+then the rationale.
+
+The folder's `task.json` says how the model was trained (target format, transcript source,
+label set, transcriber, audio or text inputs), so prompts at prediction time match the ones
+it learned from. Every label is scored after the prompt and the text before the label
+("Emotion: "); with one-token labels that is a single forward pass per batch and equals
+greedy decoding of the label, and the label reported is always the argmax of these
+probabilities. The rationale is then generated after the chosen label (`explain_after`), or
+first and the label scored after it (`reason_first`, or a model that writes the transcript).
+
+Serving, `emoreason predict` and the evaluate stage all go through `predict_clips`; they differ
+only in where a clip's inputs come from: raw audio measured here (`measure_audio`), or the
+features stage's table and frame shards (evaluation).
+"""
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+import torch
+
+from components.distill.records import LEVEL_FIELDS
+from components.features.prosody import SR
+from components.speechlm.encoders import collate_frames, n_audio_tokens
+from components.speechlm.formats import build_prompt, label_continuations, parse_output
+from components.speechlm.io import LEVELS_FILE, TASK_FILE
+from components.speechlm.prosody_vector import clip_vectors, load_stats
+from components.speechlm.zeroshot import clip_cues, text_prompt
+
+CUE_VALUES = ("f0_median_hz", "f0_range_st", "energy_dbfs", "rate_sps", "pause_ratio")
+"""Measured values returned with a prediction beside the levels (LEVEL_FIELDS)."""
+
+
+@dataclass
+class ClipInput:
+    """What the model needs of one clip, however it was obtained."""
+
+    transcript: str
+    caption: str
+    """The prosody caption (text-only models read it instead of hearing the audio)."""
+    cues: dict
+    audio: np.ndarray | None = None
+    """16 kHz mono waveform: the encoder featurizes it when `frames` is None."""
+    frames: np.ndarray | None = None
+    """The frames encoder's input [T, 83], when already computed (features stage shards)."""
+    prosody: np.ndarray | None = None
+    """The prosody token's vector [88] (models with a prosody token)."""
+
+
+def cues_of(row: dict) -> dict:
+    """The measured levels and values of a features row, JSON-ready (NaN -> None)."""
+    out: dict = {k: (str(row[k]) if row.get(k) is not None else None) for k in LEVEL_FIELDS}
+    for key in CUE_VALUES:
+        value = row.get(key)
+        out[key] = None if value is None or not math.isfinite(float(value)) else float(value)
+    return out
+
+
+def _left_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input ids, attention mask) of token rows padded on the left, as `generate` takes them."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row):] = torch.tensor(row)
+        mask[i, width - len(row):] = 1
+    return ids, mask
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids of left-padded rows (what `generate` computes), so a scored prompt is
+    encoded exactly as when it is generated from."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+class Predictor:
+    def __init__(self, model, tokenizer, task: dict, folder: Path, max_new_tokens: int = 96):
+        self.model, self.tokenizer, self.task = model.eval(), tokenizer, task
+        self.folder = Path(folder)
+        self.labels: list[str] = list(task["labels"])
+        self.fmt, self.source = task["format"], task["transcript_source"]
+        self.text_only = task.get("inputs", "audio") == "text"
+        self.max_new_tokens = max_new_tokens
+        config = model.config
+        self._stats = load_stats(self.folder) if config.prosody_dim and not self.text_only \
+            else None
+        self._uses_frames = not self.text_only and config.encoder == "frames"
+
+    # ------------------------------------------------------------------ inputs
+    def measure_audio(self, audio: list[np.ndarray], speakers: list[str | None] | None = None,
+                      ) -> list[ClipInput]:
+        """Transcript, cues and prosody vector of raw 16 kHz clips, measured with the
+        features stage's code against the training corpus's levels. Clips of one named
+        speaker are normalised over each other, as in training."""
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = []
+            for i, clip in enumerate(audio):
+                paths.append(Path(tmp) / f"clip{i:05d}.wav")
+                sf.write(paths[-1], np.asarray(clip, dtype=np.float32), SR, subtype="FLOAT")
+            feats = clip_cues(paths, self.task["asr"], self.folder / LEVELS_FILE, speakers)
+        prosody = [None] * len(audio)
+        if self._stats is not None:
+            prosody = list(clip_vectors(np.array(feats["egemaps"].tolist()), self._stats,
+                                        speakers))
+        return [ClipInput(transcript=row["transcript"] or "", caption=row["prosody_caption"],
+                          cues=cues_of(row), audio=np.asarray(a, dtype=np.float32), prosody=p)
+                for row, a, p in zip(feats.to_dict("records"), audio, prosody)]
+
+    # ------------------------------------------------------------------ prompts
+    def _prompt_ids(self, clip: ClipInput, n_frames: int) -> list[int]:
+        config = self.model.config
+        if self.text_only:
+            messages = text_prompt(clip.transcript, clip.caption, self.fmt, self.labels,
+                                   config.audio_token)
+        else:
+            messages = build_prompt("ser", self.fmt, self.source, clip.transcript, self.labels,
+                                    n_audio_tokens(config, n_frames), config.audio_token)
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                                  tokenize=True, return_dict=False)
+
+    def _audio(self, clips: list[ClipInput]) -> tuple[dict, list[int]]:
+        """Model audio inputs of a batch and the input frames per clip."""
+        if self.text_only:
+            return {}, [0] * len(clips)
+        if self._uses_frames and all(c.frames is not None for c in clips):
+            values, mask = collate_frames([c.frames for c in clips])
+        else:
+            values, mask = self.model.featurize([c.audio for c in clips])
+        inputs = {"audio_values": values, "audio_mask": mask}
+        if self.model.config.prosody_dim:
+            inputs["prosody_values"] = torch.from_numpy(np.stack([c.prosody for c in clips]))
+        return inputs, [int(n) for n in mask.sum(-1).tolist()]
+
+    # ------------------------------------------------------------------ scoring
+    def _continuations(self, transcripts: list[str | None], rationales: list[str | None],
+                       ) -> list[tuple[list[int], list[list[int]]]]:
+        """Per clip: (token ids of the text shared by every label's continuation, then each
+        label's remaining ids)."""
+        out = []
+        for transcript, rationale in zip(transcripts, rationales):
+            texts = label_continuations(self.fmt, self.source, self.labels,
+                                        transcript=transcript, rationale=rationale)
+            ids = [self.tokenizer(texts[label], add_special_tokens=False)["input_ids"]
+                   for label in self.labels]
+            shared = 0
+            while all(len(i) > shared + 1 for i in ids) and \
+                    len({i[shared] for i in ids}) == 1:
+                shared += 1
+            out.append((ids[0][:shared], [i[shared:] for i in ids]))
+        return out
+
+    @torch.no_grad()
+    def _score(self, prompts: list[list[int]], audio: dict,
+               continuations: list[tuple[list[int], list[list[int]]]]) -> np.ndarray:
+        """[B, labels] probabilities: the log-probability of each label's tokens after the
+        prompt and the shared text, softmaxed over the label set. One forward pass of B rows
+        when every label is one token from there, else B x labels rows."""
+        pad = self.tokenizer.pad_token_id
+        single = all(len(s) == 1 for _, rest in continuations for s in rest)
+        if single:
+            rows = [p + shared for p, (shared, _) in zip(prompts, continuations)]
+            ids, mask = _left_pad(rows, pad)
+            logits = self.model(input_ids=ids, attention_mask=mask, **audio,
+                                position_ids=_positions(mask), logits_to_keep=1).logits
+            logits = logits[:, -1].float().log_softmax(-1)
+            targets = torch.tensor([[s[0] for s in rest] for _, rest in continuations])
+            scores = logits.gather(1, targets)
+        else:
+            rows, spans = [], []
+            for p, (shared, rest) in zip(prompts, continuations):
+                for suffix in rest:
+                    rows.append(p + shared + suffix)
+                    spans.append(len(suffix))
+            ids, mask = _left_pad(rows, pad)
+            repeat = len(self.labels)
+            expanded = {k: v.repeat_interleave(repeat, 0) for k, v in audio.items()}
+            logp = self.model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask),
+                              **expanded).logits.float().log_softmax(-1)
+            width = ids.shape[1]
+            totals = []
+            for r, n in enumerate(spans):
+                positions = torch.arange(width - n, width)
+                totals.append(logp[r, positions - 1].gather(1, ids[r, positions][:, None]).sum())
+            scores = torch.stack(totals).reshape(len(prompts), repeat)
+        return scores.softmax(-1).numpy()
+
+    @torch.no_grad()
+    def _generate(self, rows: list[list[int]], audio: dict) -> list[str]:
+        ids, mask = _left_pad(rows, self.tokenizer.pad_token_id)
+        out = self.model.generate(input_ids=ids, attention_mask=mask, **audio,
+                                  max_new_tokens=self.max_new_tokens, do_sample=False,
+                                  pad_token_id=self.tokenizer.pad_token_id)
+        return self.tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
+
+    # ------------------------------------------------------------------ prediction
+    def _predict_batch(self, clips: list[ClipInput], rationale: bool) -> list[dict]:
+        audio, n_frames = self._audio(clips)
+        prompts = [self._prompt_ids(c, n) for c, n in zip(clips, n_frames)]
+        label_first = self.fmt == "explain_after" and self.source == "asr"
+        texts: list[str] = [""] * len(clips)
+        transcripts: list[str | None] = [None] * len(clips)
+        reasons: list[str | None] = [None] * len(clips)
+        if not label_first and (rationale or self.source == "model"):
+            texts = self._generate(prompts, audio)
+            parsed = [parse_output(t, self.fmt, self.labels) for t in texts]
+            transcripts = [p["transcript"] or "" for p in parsed]
+            reasons = [p["rationale"] for p in parsed]
+        continuations = self._continuations(transcripts, reasons)
+        probs = self._score(prompts, audio, continuations)
+        chosen = [self.labels[int(i)] for i in probs.argmax(1)]
+        if label_first:
+            heads = label_continuations(self.fmt, self.source, self.labels)
+            if rationale:
+                rows = [p + self.tokenizer(heads[label], add_special_tokens=False)["input_ids"]
+                        for p, label in zip(prompts, chosen)]
+                texts = [heads[label] + t for label, t in zip(chosen, self._generate(rows, audio))]
+            else:
+                texts = [heads[label] for label in chosen]
+        results = []
+        for clip, text, label, p in zip(clips, texts, chosen, probs):
+            parsed = parse_output(text, self.fmt, self.labels)
+            results.append({
+                "transcript": clip.transcript if self.source == "asr" or self.text_only
+                else (parsed["transcript"] or ""),
+                "label": label,
+                "probabilities": {name: float(v) for name, v in zip(self.labels, p)},
+                "rationale": parsed["rationale"] if rationale else None,
+                "cues": clip.cues,
+                "well_formed": bool(parsed["well_formed"] and parsed["label"] == label)
+                if rationale else None,
+                "output": text,
+            })
+        return results
+
+    def predict_clips(self, clips: list[ClipInput], rationale: bool = True,
+                      batch_size: int = 8, progress: bool = False) -> list[dict]:
+        """One result per clip, in order: transcript, label, probabilities (label -> p),
+        rationale, cues, well_formed (None without a rationale), output (the raw text)."""
+        from tqdm import tqdm
+
+        results: list[dict] = []
+        starts = range(0, len(clips), batch_size)
+        for start in tqdm(starts, desc="predict", disable=not progress, unit="batch"):
+            results += self._predict_batch(clips[start:start + batch_size], rationale)
+        return results
+
+    def predict_audio(self, audio: list[np.ndarray], speakers: list[str | None] | None = None,
+                      rationale: bool = True, batch_size: int = 8) -> list[dict]:
+        """Raw 16 kHz mono clips -> one result per clip (see `predict_clips`)."""
+        if not audio:
+            return []
+        return self.predict_clips(self.measure_audio(audio, speakers), rationale, batch_size)
+
+
+DTYPES = ("float32", "bfloat16", "int8")
+
+
+def cast_for_serving(model, dtype: str):
+    """The model in the serving number format: `float32` as trained; `bfloat16` weights and
+    activations (fast on CPUs with AVX-512 BF16 and on GPUs); `int8` dynamic quantization of
+    the LM's linear layers and head (weights int8, activations quantized per batch: CPU)."""
+    if dtype not in DTYPES:
+        raise ValueError(f"serving dtype must be one of {DTYPES}, got {dtype!r}")
+    if dtype == "bfloat16":
+        return model.to(torch.bfloat16)
+    if dtype == "int8":
+        import warnings
+
+        from torch.ao.quantization import quantize_dynamic
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            model.model.language_model = quantize_dynamic(
+                model.model.language_model, {torch.nn.Linear}, dtype=torch.qint8)
+            model.lm_head = quantize_dynamic(torch.nn.Sequential(model.lm_head),
+                                             {torch.nn.Linear}, dtype=torch.qint8)[0]
+    return model
+
+
+def load_predictor(folder: Path | str, max_new_tokens: int = 96,
+                   dtype: str = "float32") -> Predictor:
+    """A Predictor for a model folder written by `emoreason sft`, `emoreason zeroshot` or
+    `emoreason model export`, with its weights in `dtype` (see `cast_for_serving`)."""
+    from components.speechlm.io import load_speechlm
+
+    folder = Path(folder)
+    task_path = folder / TASK_FILE
+    if not task_path.exists():
+        raise FileNotFoundError(f"{folder} is not a trained model folder (no {TASK_FILE})")
+    model, tokenizer = load_speechlm(folder)
+    model = cast_for_serving(model, dtype)
+    return Predictor(model, tokenizer, json.loads(task_path.read_text()), folder, max_new_tokens)
+
+
+def frames_of(frames_dir: Path | str, utt_ids: list[str]) -> dict[str, np.ndarray]:
+    """The features stage's frame features of these clips (float32)."""
+    from components.speechlm.collate import load_frames
+
+    return {u: np.asarray(a, dtype=np.float32)
+            for u, a in load_frames(frames_dir, set(utt_ids)).items()}
+
+
+def clips_from_features(features: pd.DataFrame, frames: dict[str, np.ndarray] | None,
+                        predictor: Predictor, audio: dict[str, np.ndarray] | None = None,
+                        ) -> list[ClipInput]:
+    """Inputs of clips the features stage measured: its transcript, caption, levels, frames
+    and speaker-normalised eGeMAPS (the speaker is known, as in training)."""
+    from components.speechlm.prosody_vector import finite
+
+    clips = []
+    for row in features.to_dict("records"):
+        utt = row["utt_id"]
+        clips.append(ClipInput(
+            transcript=row["transcript"] or "", caption=row["prosody_caption"],
+            cues=cues_of(row), frames=None if frames is None else frames[utt],
+            audio=None if audio is None else audio[utt],
+            prosody=finite(row["egemaps_spknorm"]) if predictor._stats is not None else None))
+    return clips

@@ -1,0 +1,97 @@
+"""The serving predictor: label probabilities by scoring, the reported label is their argmax,
+batches answer as clips one by one, and the encoder's own classifier is kept with the model."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from components.serve.predictor import clips_from_features, frames_of, load_predictor
+from components.speechlm.encoders import collate_frames
+from components.speechlm.pretrain import CLASSIFIER_FILE, EncoderClassifier
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def predictor(trained):
+    return load_predictor(trained, max_new_tokens=12)
+
+
+@pytest.fixture(scope="module")
+def clips(pipeline, predictor):
+    root, df, feats, *_ = pipeline
+    rows = feats[feats["utt_id"].isin(df[df["split"] == "test"]["utt_id"])].head(5)
+    frames = frames_of(root / "features" / "frames", rows["utt_id"].tolist())
+    return rows, clips_from_features(rows, frames, predictor)
+
+
+@torch.no_grad()
+def reference_probabilities(predictor, clip) -> np.ndarray:
+    """Each label's continuation scored as a whole sequence, one label at a time."""
+    audio, n_frames = predictor._audio([clip])
+    prompt = predictor._prompt_ids(clip, n_frames[0])
+    shared = predictor.tokenizer("Emotion:", add_special_tokens=False)["input_ids"]
+    scores = []
+    for label in predictor.labels:
+        ids = prompt + predictor.tokenizer(f"Emotion: {label}",
+                                           add_special_tokens=False)["input_ids"]
+        logp = predictor.model(input_ids=torch.tensor([ids]), **audio).logits[0].log_softmax(-1)
+        start = len(prompt) + len(shared)
+        scores.append(sum(float(logp[i - 1, ids[i]]) for i in range(start, len(ids))))
+    return torch.tensor(scores).softmax(-1).numpy()
+
+
+def test_probabilities_are_the_labels_scores_and_the_label_is_their_argmax(predictor, clips):
+    _, inputs = clips
+    results = predictor.predict_clips(inputs, rationale=False)
+    for clip, result in zip(inputs, results):
+        probs = np.array([result["probabilities"][name] for name in predictor.labels])
+        np.testing.assert_allclose(probs, reference_probabilities(predictor, clip), atol=1e-4)
+        assert probs.sum() == pytest.approx(1.0, abs=1e-5)
+        assert result["label"] == predictor.labels[int(probs.argmax())]
+        assert result["rationale"] is None and result["well_formed"] is None
+        assert result["output"] == f"Emotion: {result['label']}"
+
+
+def test_batches_answer_as_clips_one_by_one_and_the_rationale_follows_the_label(
+        predictor, clips):
+    _, inputs = clips
+    together = predictor.predict_clips(inputs, rationale=True, batch_size=5)
+    alone = [predictor.predict_clips([c], rationale=True)[0] for c in inputs]
+    for a, b in zip(together, alone):
+        assert a["label"] == b["label"] and a["output"] == b["output"]
+        for name in predictor.labels:
+            assert a["probabilities"][name] == pytest.approx(b["probabilities"][name], abs=1e-4)
+        assert a["output"].startswith(f"Emotion: {a['label']}")
+        assert a["cues"]["energy_level"] in ("low", "normal", "high")
+
+
+def test_reason_first_models_score_the_label_after_their_reasoning(trained, clips, tmp_path):
+    import shutil
+
+    folder = tmp_path / "reason_first"
+    shutil.copytree(trained, folder, ignore=shutil.ignore_patterns("checkpoints"))
+    task = json.loads((folder / "task.json").read_text())
+    (folder / "task.json").write_text(json.dumps({**task, "format": "reason_first"}))
+    model = load_predictor(folder, max_new_tokens=8)
+    results = model.predict_clips(clips[1], rationale=True)
+    for result in results:
+        assert result["label"] in model.labels
+        assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert result["label"] == max(result["probabilities"], key=result["probabilities"].get)
+
+
+def test_the_warmed_up_encoder_and_its_head_are_kept_and_classify(trained, clips):
+    assert (trained / CLASSIFIER_FILE).exists()
+    classifier = EncoderClassifier.load(trained)
+    _, inputs = clips
+    values, mask = collate_frames([c.frames for c in inputs])
+    probs = classifier.predict_proba({
+        "audio_values": values, "audio_mask": mask,
+        "prosody_values": torch.from_numpy(np.stack([c.prosody for c in inputs]))})
+    assert probs.shape == (len(inputs), len(classifier.labels))
+    torch.testing.assert_close(probs.sum(-1), torch.ones(len(inputs)))
+    assert classifier.labels == json.loads((trained / "task.json").read_text())["labels"]
+    with pytest.raises(FileNotFoundError, match="encoder warm-up"):
+        EncoderClassifier.load(trained.parent)
