@@ -18,10 +18,7 @@ import base64
 import io
 import json
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -42,6 +39,7 @@ import torch  # noqa: E402
 from mlflow.pyfunc import PythonModelContext  # noqa: E402
 
 from components.serve.pyfunc import EmoReasonModel, example_wav  # noqa: E402
+from components.serve.rest import start_model_server, stop_model_server  # noqa: E402
 
 CLIP_S = 4.0
 
@@ -89,43 +87,6 @@ def rest_caller(url: str, body: bytes):
         if answer["error"]:
             raise RuntimeError(f"the server answered with an error: {answer['error']}")
     return call
-
-
-def start_server(model_uri: str, env: dict, workers: int, log: Path) -> tuple[subprocess.Popen, int]:
-    """`mlflow models serve` on a free port (its own process group), once /ping answers."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**env, "PATH": os.pathsep.join([os.path.dirname(sys.executable),
-                                           env.get("PATH", "")])}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "-h", "127.0.0.1",
-         "-p", str(port), "--env-manager", "local", "-t", "600", "-w", str(workers)],
-        env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            sys.exit(f"mlflow models serve exited with {server.returncode}; see {log}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5):
-                return server, port
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(1)
-    stop_server(server)
-    sys.exit(f"mlflow models serve did not answer within 600 s; see {log}")
-
-
-def stop_server(server: subprocess.Popen) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(server.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            server.wait(timeout=30)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 # ------------------------------------------------------------------ in-process measurements
@@ -300,7 +261,9 @@ def main() -> None:
             with mlflow.start_run(experiment_id=experiment):
                 info = log_pyfunc(folder, "model", max_duration_s=60.0, batch_size=8,
                                   dtype=args.dtype)
-            server, port = start_server(info.model_uri, env, args.workers, Path(tmp) / "server.log")
+            server, port = start_model_server(info.model_uri, env, Path(tmp) / "server.log",
+                                              workers=args.workers, request_timeout_s=600,
+                                              wait_s=600)
             where = f"mlflow models serve, {args.workers} worker(s)"
             call = rest_caller(f"http://127.0.0.1:{port}/invocations", body)
         try:
@@ -308,7 +271,7 @@ def main() -> None:
             serving = {c: run_clients(call, c, requests) for c in (1, 4)}
         finally:
             if server is not None:
-                stop_server(server)
+                stop_model_server(server)
 
     one, four = serving[1], serving[4]
     tput = {c: len(lat) / wall for c, (lat, wall) in serving.items()}

@@ -4,12 +4,6 @@ import base64
 import io
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
 import urllib.request
 
 import numpy as np
@@ -18,16 +12,11 @@ import soundfile as sf
 
 from components.config import Params
 from components.register.stage import run_register
+from components.serve.rest import start_model_server, stop_model_server
 from tests.tiny_models import save_tiny_model_folder
 
 pytestmark = pytest.mark.slow
 LABELS = ["neutral", "happy", "sad", "angry"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _voiced_glide_b64(sr: int = 22050, seconds: float = 1.2) -> str:
@@ -50,20 +39,6 @@ def _post(url: str, body: dict) -> dict:
         return json.loads(response.read())
 
 
-def _wait_until_up(url: str, server: subprocess.Popen, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise AssertionError(f"the server exited with {server.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(1)
-    raise AssertionError(f"{url} did not answer within {timeout_s:.0f} s")
-
-
 def test_champion_served_over_rest(tmp_path):
     folder = save_tiny_model_folder(tmp_path / "model", LABELS)
     metrics = tmp_path / "metrics.json"
@@ -76,17 +51,9 @@ def test_champion_served_over_rest(tmp_path):
     result = run_register(params, folder, metrics)
     assert "champion" in result["aliases"]
 
-    port = _free_port()
-    env = dict(os.environ)  # the server execs uvicorn: this interpreter's scripts come first
-    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
-    with open(tmp_path / "server.log", "w") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "models", "serve", "-m",
-             f"models:/{params.register.model_name}@champion", "-h", "127.0.0.1", "-p",
-             str(port), "--env-manager", "local", "-t", "300"],
-            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server, port = start_model_server(f"models:/{params.register.model_name}@champion",
+                                      dict(os.environ), tmp_path / "server.log", cwd=tmp_path)
     try:
-        _wait_until_up(f"http://127.0.0.1:{port}/ping", server)
         url = f"http://127.0.0.1:{port}/invocations"
         garbage = base64.b64encode(b"definitely not a sound file " * 8).decode()
         answer = _post(url, {"dataframe_split": {"columns": ["audio", "speaker"],
@@ -106,18 +73,4 @@ def test_champion_served_over_rest(tmp_path):
                            "params": {"rationale": False}})["predictions"][0]
         assert fast["label"] in LABELS and fast["rationale"] is None and fast["error"] is None
     finally:
-        _stop(server)
-
-
-def _stop(server: subprocess.Popen) -> None:
-    """End the server and the workers it started (its own process group)."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(server.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            server.wait(timeout=30)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+        stop_model_server(server)
