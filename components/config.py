@@ -258,6 +258,21 @@ class ZeroShotConfig:
 
 
 @dataclass
+class JudgeConfig:
+    """An LLM judge of rationales (EmotionThinker's four criteria) behind an OpenAI-compatible
+    chat endpoint; off by default (the pipeline runs offline)."""
+    enabled: bool = False
+    base_url: str = "http://127.0.0.1:8000/v1"
+    model: str = "Qwen/Qwen2.5-7B-Instruct"
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the API key (never the key itself)."""
+    concurrency: int = 8
+    timeout_s: float = 60.0
+    max_retries: int = 3
+    max_new_tokens: int = 120
+
+
+@dataclass
 class EvaluateConfig:
     """Scoring on the test split: baselines and models side by side, annotator-aware."""
     features: str = "data/features/features.parquet"
@@ -280,6 +295,7 @@ class EvaluateConfig:
     n_boot: int = 1000
     max_clips: int | None = None
     """Score only this many test clips, spread over the split (a quick look); None: all."""
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
 
 
 @dataclass

@@ -16,6 +16,7 @@ class StubChatServer:
         self.delay_s, self.delays, self.reject = 0.0, {}, set()
         self.calls, self.in_flight, self.max_in_flight = 0, 0, 0
         self.auth, self.bodies = [], []
+        self.responder = None  # user turn -> reply text, instead of the echo
         self.lock = threading.Lock()
         stub = self
 
@@ -43,7 +44,8 @@ class StubChatServer:
                     elif user in stub.reject:
                         self.reply(400, {"error": "bad request"})
                     else:
-                        content = f"echo {user} seed={body['seed']}"
+                        content = stub.responder(user) if stub.responder else \
+                            f"echo {user} seed={body['seed']}"
                         self.reply(200, {"choices": [{"message": {"role": "assistant",
                                                                   "content": content},
                                                       "finish_reason": "stop"}]})

@@ -25,7 +25,9 @@ GOLD_COLUMNS = ["utt_id", "label", "annotator_labels", "label_distribution", "sp
                 "gender", "agreement", "n_annotators"]
 MLFLOW_KEYS = ("wa", "ua", "macro_f1", "any_annotator_accuracy", "annotator_aware_macro_f1",
                "annotator_agreement", "tied_hit_rate", "jsd", "ece", "brier", "well_formed",
-               "grounding", "implied_label_match", "leakage_rate", "mean_words", "distinct_2")
+               "grounding", "implied_label_match", "leakage_rate", "mean_words", "distinct_2",
+               "judge_score", "judge_factual_alignment", "judge_interpretive_quality",
+               "judge_completeness", "judge_fluency", "judge_failed")
 
 
 def evaluation_rows(features: Path | str, manifest: Path | str, split: str,
@@ -52,6 +54,21 @@ def _finite(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def judged_rationales(ordered: pd.DataFrame, cues: dict, labels: list[str],
+                      cfg: EvaluateConfig, seed: int) -> tuple[dict, dict]:
+    """The LLM judge's scores of a system's non-empty rationales (`components.evaluate.judge`)."""
+    from components.distill.records import ClipCues
+    from components.evaluate.judge import judge_metrics, judge_rationales
+
+    items = []
+    for row in ordered.itertuples():
+        if isinstance(row.rationale, str) and row.rationale.strip():
+            clip = cues.get(row.utt_id) or ClipCues(utt_id=row.utt_id, transcript="", label="",
+                                                     label_set=tuple(labels))
+            items.append((clip, row.label, row.rationale))
+    return judge_metrics(judge_rationales(cfg.judge, items, seed), cfg.n_boot, seed)
 
 
 def score_systems(gold: pd.DataFrame, systems: dict[str, pd.DataFrame], labels: list[str],
@@ -86,6 +103,10 @@ def score_systems(gold: pd.DataFrame, systems: dict[str, pd.DataFrame], labels: 
             values.update(rationale_metrics(*args, labels=labels))
             ci.update(rationale_bootstrap_ci(rationale_rows(*args, labels=labels),
                                              n_boot=cfg.n_boot, seed=seed))
+            if cfg.judge.enabled:
+                judged, judged_ci = judged_rationales(ordered, cues, labels, cfg, seed)
+                values.update(judged)
+                ci.update(judged_ci)
         entry = {k: _finite(v) for k, v in values.items()}
         entry["out_of_set"] = out_of_set
         entry["ci"] = {k: v for k, v in ci.items() if all(map(math.isfinite, v))}
