@@ -19,6 +19,7 @@ def evaluated(pipeline, trained, tmp_path_factory):
     root, df, feats, _, labels, tiny = pipeline
     tmp = tmp_path_factory.mktemp("evaluate")
     params = Params()
+    params.tracking.experiment = "test-evaluate-stage"  # this test's runs only
     params.zeroshot.features = str(root / "features" / "features.parquet")
     params.zeroshot.manifest = str(root / "manifest.parquet")
     params.zeroshot.levels = str(root / "features" / "levels.json")
@@ -84,7 +85,8 @@ def test_outputs_for_dvc_and_people(evaluated):
 
 
 def test_one_mlflow_run_per_system_with_the_same_metric_names(evaluated):
-    runs = mlflow.search_runs(search_all_experiments=True, output_format="list",
+    experiment = mlflow.get_experiment_by_name("test-evaluate-stage").experiment_id
+    runs = mlflow.search_runs([experiment], output_format="list",
                               filter_string="tags.`emoreason.kind` = 'evaluation'")
     by_system = {r.data.tags["emoreason.system"]: r for r in runs}
     assert set(by_system) >= SYSTEMS
