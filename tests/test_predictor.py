@@ -95,3 +95,15 @@ def test_the_warmed_up_encoder_and_its_head_are_kept_and_classify(trained, clips
     assert classifier.labels == json.loads((trained / "task.json").read_text())["labels"]
     with pytest.raises(FileNotFoundError, match="encoder warm-up"):
         EncoderClassifier.load(trained.parent)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "int8"])
+def test_serving_dtypes_answer_from_an_adapter_folder(trained, clips, dtype):
+    model = load_predictor(trained, max_new_tokens=6, dtype=dtype)
+    assert not model.model.has_lora  # merged before casting
+    results = model.predict_clips(clips[1][:2], rationale=True)
+    for result in results:
+        assert result["label"] in model.labels
+        assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
+    with pytest.raises(ValueError, match="serving dtype"):
+        load_predictor(trained, dtype="float16")

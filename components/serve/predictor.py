@@ -268,6 +268,8 @@ def cast_for_serving(model, dtype: str):
     the LM's linear layers and head (weights int8, activations quantized per batch: CPU)."""
     if dtype not in DTYPES:
         raise ValueError(f"serving dtype must be one of {DTYPES}, got {dtype!r}")
+    if dtype != "float32" and model.has_lora:
+        model.merge_lora()  # LoRA layers neither quantize nor run in bf16 as fast as plain ones
     if dtype == "bfloat16":
         return model.to(torch.bfloat16)
     if dtype == "int8":
