@@ -153,8 +153,10 @@ def generation(predictor, new_tokens: int, repeats: int) -> tuple[float, float, 
     def speechlm() -> None:
         model.generate(**ids, **inputs, **settings)
 
-    lm_path = predictor.folder / MERGED_LM_DIR if config.merged else \
-        resolve_model(config.lm_name_or_path)
+    # the LM as stored (a predictor may have merged an adapter folder's LoRA in memory)
+    lm_path = predictor.folder / MERGED_LM_DIR
+    if not lm_path.is_dir():
+        lm_path = resolve_model(config.lm_name_or_path)
     stock = AutoModelForCausalLM.from_pretrained(str(lm_path), dtype=torch.float32).eval()
     filler = tokenizer(" a", add_special_tokens=False)["input_ids"][0]
     text_ids = ids["input_ids"].masked_fill(ids["input_ids"] == config.audio_token_id, filler)
