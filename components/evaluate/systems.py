@@ -34,7 +34,7 @@ def speechlm_predictions(folder: Path, rows: pd.DataFrame, frames_dir: Path, dat
 
     predictor = load_predictor(folder, max_new_tokens=max_new_tokens)
     ids = rows["utt_id"].tolist()
-    frames = frames_of(frames_dir, ids) if predictor._uses_frames else None
+    frames = frames_of(frames_dir, ids) if predictor.uses_frames else None
     audio = None if predictor.text_only or frames is not None else _audio(rows, data_root)
     clips = clips_from_features(rows, frames, predictor, audio)
     results = predictor.predict_clips(clips, rationale=rationale, batch_size=batch_size,

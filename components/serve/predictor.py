@@ -91,7 +91,10 @@ class Predictor:
         config = model.config
         self._stats = load_stats(self.folder) if config.prosody_dim and not self.text_only \
             else None
-        self._uses_frames = not self.text_only and config.encoder == "frames"
+        self.uses_frames = not self.text_only and config.encoder == "frames"
+        """The encoder reads frame features, so stored ones can stand in for the audio."""
+        self.uses_prosody = self._stats is not None
+        """The model has a prosody token (its clips need a prosody vector)."""
 
     # ------------------------------------------------------------------ inputs
     def measure_audio(self, audio: list[np.ndarray], speakers: list[str | None] | None = None,
@@ -129,7 +132,7 @@ class Predictor:
         """Model audio inputs of a batch and the input frames per clip."""
         if self.text_only:
             return {}, [0] * len(clips)
-        if self._uses_frames and all(c.frames is not None for c in clips):
+        if self.uses_frames and all(c.frames is not None for c in clips):
             values, mask = collate_frames([c.frames for c in clips])
         else:
             values, mask = self.model.featurize([c.audio for c in clips])
@@ -323,5 +326,5 @@ def clips_from_features(features: pd.DataFrame, frames: dict[str, np.ndarray] | 
             transcript=row["transcript"] or "", caption=row["prosody_caption"],
             cues=cues_of(row), frames=None if frames is None else frames[utt],
             audio=None if audio is None else audio[utt],
-            prosody=finite(row["egemaps_spknorm"]) if predictor._stats is not None else None))
+            prosody=finite(row["egemaps_spknorm"]) if predictor.uses_prosody else None))
     return clips
