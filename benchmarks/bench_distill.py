@@ -1,7 +1,7 @@
 """Distill benchmark: rationales per minute per teacher backend, and the verification cost.
 
 Uses the demo pipeline's outputs (run `make demo` first): data/features/features.parquet and
-data/gated/manifest.parquet. The hf backend runs the bundled SmolLM2 at batch 1 and batched.
+the features gate's data/features_gated/manifest.parquet. The hf backend runs the bundled SmolLM2 at batch 1 and batched.
 Run: python benchmarks/bench_distill.py [--clips 16] [--skip-hf]
 """
 import argparse
@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--skip-hf", action="store_true")
     args = parser.parse_args()
     features = REPO / "data" / "features" / "features.parquet"
-    manifest = REPO / "data" / "gated" / "manifest.parquet"
+    manifest = REPO / DistillConfig().manifest
     if not features.exists():
         sys.exit("run `make demo` first: data/features/features.parquet is missing")
     cfg = DistillConfig()

@@ -20,7 +20,7 @@ from components.config import load_params  # noqa: E402
 from components.speechlm.collate import AudioSource, SpeechCollator  # noqa: E402
 from components.speechlm.io import build_speechlm  # noqa: E402
 from components.speechlm.pretrain import pretrain_encoder  # noqa: E402
-from components.speechlm.prosody_vector import PROSODY_DIM  # noqa: E402
+from components.speechlm.prosody_vector import PROSODY_DIM, population_stats  # noqa: E402
 from components.speechlm.train import (  # noqa: E402
     generate,
     labelled_clips,
@@ -43,9 +43,10 @@ def main() -> None:
     model, tokenizer = build_speechlm(cfg.lm, encoder=cfg.encoder,
                                       tokens_per_second=cfg.tokens_per_second,
                                       prosody_dim=PROSODY_DIM if cfg.prosody_token else 0)
+    features = pd.read_parquet(cfg.features)
     source = AudioSource.from_features(model, cfg.frames, manifest, root,
-                                       {e["utt_id"] for e in train + dev},
-                                       pd.read_parquet(cfg.features))
+                                       {e["utt_id"] for e in train + dev}, features,
+                                       population_stats(features, {e["utt_id"] for e in train}))
     collator = SpeechCollator(tokenizer, source, labels)
     start = time.perf_counter()
     pretrain_encoder(model, source.batch, labelled_clips(train), [], labels, 1,

@@ -1,9 +1,22 @@
-"""Reading audio of any sample rate and channel count into float32 mono at a target rate."""
+"""Reading audio of any sample rate and channel count into float32 mono at a target rate.
+
+Mono conversion: the mean of the channels, unless the channels cancel in it. A file whose
+channels are out of phase (one wired inverted) averages to near silence although each channel
+holds the voice; when the mean is more than `CANCEL_DB` quieter than the loudest channel and
+that channel is audible, the loudest channel is used alone. Every stage and `predict` read
+audio through this module, so a clip is heard the same way everywhere.
+"""
+import math
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
+
+SILENCE_DBFS = -60.0
+"""A signal whose RMS is below this carries nothing audible."""
+CANCEL_DB = 20.0
+"""The channel mean this much quieter than the loudest channel: the channels cancel."""
 
 
 class AudioReadError(ValueError):
@@ -19,9 +32,28 @@ def probe(path: Path | str) -> tuple[float, int, int]:
     return float(info.frames) / float(info.samplerate), int(info.samplerate), int(info.channels)
 
 
+def rms_dbfs(audio: np.ndarray) -> float:
+    """RMS level in dB re full scale (-inf for no samples or digital silence)."""
+    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) if audio.size else 0.0
+    return 20.0 * math.log10(rms) if rms > 0 else -math.inf
+
+
+def downmix(audio: np.ndarray) -> tuple[np.ndarray, bool]:
+    """(mono, cancelled) of a (frames,) or (frames, channels) array: the channel mean, or the
+    loudest channel with cancelled=True when the channels cancel in the mean (module doc)."""
+    if audio.ndim == 1 or audio.shape[1] == 1:
+        return audio.reshape(len(audio)), False
+    mean = audio.mean(axis=1)
+    levels = [rms_dbfs(audio[:, c]) for c in range(audio.shape[1])]
+    loudest = int(np.argmax(levels))
+    if levels[loudest] >= SILENCE_DBFS and rms_dbfs(mean) < levels[loudest] - CANCEL_DB:
+        return audio[:, loudest], True
+    return mean, False
+
+
 def to_mono(audio: np.ndarray) -> np.ndarray:
-    """Average channels; a (frames, channels) array becomes (frames,)."""
-    return audio.mean(axis=1) if audio.ndim == 2 else audio
+    """`downmix` without the flag."""
+    return downmix(audio)[0]
 
 
 def resample(audio: np.ndarray, sr: int, target_sr: int) -> np.ndarray:

@@ -69,6 +69,7 @@ def cmd_gate_features(args: argparse.Namespace, params: Params) -> None:
     cfg = params.features_gate
     cfg.features = args.features or cfg.features
     cfg.manifest = args.manifest or cfg.manifest
+    cfg.out = args.out or cfg.out
     cfg.report_dir = args.report_dir or cfg.report_dir
     _run_gate("features_gate", cfg, params, lambda: run_features_gate(cfg), "quarantined")
 
@@ -168,9 +169,12 @@ def cmd_predict(args: argparse.Namespace, params: Params) -> int:
 
     predictor = load_predictor(Path(args.model), dtype=params.serve.dtype)
     speakers = ["speaker"] * len(args.clips) if args.same_speaker else None
+    if args.transcript is not None and len(args.transcript) != len(args.clips):
+        raise ValueError(f"--transcript was given {len(args.transcript)} times for "
+                         f"{len(args.clips)} clips: give it once per clip, in order")
     results = predict_rows(predictor, args.clips, speakers, rationale=not args.no_rationale,
                            max_duration_s=params.serve.max_duration_s,
-                           batch_size=params.serve.batch_size)
+                           batch_size=params.serve.batch_size, transcripts=args.transcript)
     for path, result in zip(args.clips, results):
         result = {"path": path, **result}
         if args.json:
@@ -182,6 +186,7 @@ def cmd_predict(args: argparse.Namespace, params: Params) -> int:
             print(f"{path}: {result['label']} ("
                   + ", ".join(f"{k} {v:.2f}" for k, v in top) + ")"
                   + ("" if result["well_formed"] in (None, True) else " [malformed]")
+                  + "".join(f" [{flag}]" for flag in result["flags"])
                   + f"\n  transcript: {result['transcript']}"
                   + (f"\n  rationale: {result['rationale']}" if result["rationale"] else ""))
     return 2 if any(r["error"] for r in results) else 0
@@ -234,9 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     gm = gsub.add_parser(
         "manifest", help="validate a manifest, decode every clip, quarantine bad audio",
         description="Great Expectations suite over the manifest: schema, label set, durations, "
-                    "readable audio, speaker-disjoint splits, annotators, consensus. Writes the "
-                    "gated manifest, quarantine.csv, result.json and Data Docs; exits non-zero "
-                    "on failure.",
+                    "readable audio, speaker-disjoint splits, annotators, consensus. Bad audio and "
+                    "durations out of bounds are quarantined. Writes the gated manifest, "
+                    "quarantine.csv, result.json and Data Docs; exits non-zero on failure.",
     )
     gm.add_argument("--manifest", help="manifest.parquet (default manifest_gate.manifest)")
     gm.add_argument("--data-root", help="override the data root recorded in the manifest")
@@ -246,12 +251,15 @@ def build_parser() -> argparse.ArgumentParser:
     gf = gsub.add_parser(
         "features", help="validate features.parquet against its manifest",
         description="Great Expectations suite over the features: coverage of the manifest, "
-                    "no missing required values, F0 within bounds, levels in their sets, 88 "
-                    "eGeMAPS values, bounded shares of too_short/uncertain intonation. Writes "
-                    "result.json, quarantine.csv and Data Docs; exits non-zero on failure.",
+                    "no missing required values, levels in their sets, 88 eGeMAPS values, "
+                    "bounded shares of too_short/uncertain intonation. Clips without usable F0, "
+                    "energy or eGeMAPS, or with an F0 median out of bounds, are quarantined. "
+                    "Writes result.json, quarantine.csv, Data Docs and, when it passes, the "
+                    "gated manifest (quarantined clips left out); exits non-zero on failure.",
     )
     gf.add_argument("--features", help="features.parquet (default features_gate.features)")
     gf.add_argument("--manifest", help="its manifest (default features_gate.manifest)")
+    gf.add_argument("--out", help="gated manifest folder (default features_gate.out)")
     gf.add_argument("--report-dir", help="report folder (default features_gate.report_dir)")
     gf.set_defaults(func=cmd_gate_features)
     gr = gsub.add_parser(
@@ -391,6 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--same-speaker", action="store_true",
                     help="the clips are one speaker's: normalise their prosody over them "
                          "(better than the training population's statistics; give several)")
+    pr.add_argument("--transcript", action="append", metavar="TEXT",
+                    help="the clip's words, once per clip in order: replaces speech recognition "
+                         "(most of the time of a short clip)")
     pr.set_defaults(func=cmd_predict)
 
     m = sub.add_parser("model", help="language models")
@@ -433,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"emoreason: configuration error: {exc}", file=sys.stderr)
         return 2
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (ValueError, OSError, RuntimeError) as exc:
         print(f"emoreason {args.command}: error: {exc}", file=sys.stderr)
         return 1
     return status or 0

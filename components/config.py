@@ -2,22 +2,33 @@
 
 Each stage has one section; `base` holds what several stages share. Loading is strict: an
 unknown key or a value of the wrong type is an error that names the key, so a typo in
-`params.yaml` never silently falls back to a default.
+`params.yaml` never silently falls back to a default. The sections are pydantic dataclasses in
+strict mode, so a section made in code (or by `dataclasses.replace`) is checked the same way.
 """
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ConfigDict, ValidationError
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 
 class ConfigError(ValueError):
     """params.yaml (or an override) has an unknown key or a value of the wrong type."""
+
+
+STRICT = ConfigDict(strict=True, extra="forbid")
+"""Exact types (not "yes" for true nor "3" for 3; an integer is a valid float), no unknown keys."""
+
+
+def dataclass(cls: type) -> type:
+    """A config section: a pydantic dataclass validated with `STRICT` whenever it is made."""
+    return pydantic_dataclass(cls, config=STRICT)
 
 
 @dataclass
@@ -81,8 +92,10 @@ class ManifestGateConfig:
     report_dir: str = "reports/manifest_gate"
     min_duration_s: float = 0.3
     max_duration_s: float = 30.0
+    """A clip whose duration is outside [min_duration_s, max_duration_s] is quarantined."""
     max_quarantine_share: float = 0.05
-    """The gate fails when more than this share of rows has unreadable or empty audio."""
+    """The gate fails when more than this share of rows is quarantined (unreadable, empty or
+    silent audio, duration out of bounds)."""
 
 
 @dataclass
@@ -112,12 +125,17 @@ class FeaturesGateConfig:
     features: str = "data/features/features.parquet"
     manifest: str = "data/gated/manifest.parquet"
     report_dir: str = "reports/features_gate"
+    out: str = "data/features_gated"
+    """The gated manifest (the manifest minus quarantined clips) goes here when the gate
+    passes; every later stage reads it."""
     f0_min_hz: float = 50.0
     f0_max_hz: float = 600.0
+    """A clip whose F0 median is outside [f0_min_hz, f0_max_hz] is quarantined."""
     max_too_short_share: float = 0.05
     max_uncertain_share: float = 0.35
     max_unusable_share: float = 0.05
-    """Rows without a usable F0, energy or eGeMAPS go to quarantine.csv; more than this fails."""
+    """Rows without a usable F0, energy or eGeMAPS, or with an F0 median out of bounds, go to
+    quarantine.csv; more than this share fails the gate."""
 
 
 @dataclass
@@ -130,6 +148,9 @@ class TeacherConfig:
     openai_concurrency: int = 8
     openai_timeout_s: float = 60.0
     openai_max_retries: int = 3
+    allow_insecure_http: bool = False
+    """Send the API key over plain http:// to a host other than this machine (it travels
+    unencrypted: a trusted private network only)."""
     hf_model: str = "bundled:smollm2-135m-instruct"
     """A `bundled:` name, a local folder or a hub id (see sft.lm)."""
     hf_batch_size: int = 8
@@ -161,7 +182,7 @@ class StarConfig:
 @dataclass
 class DistillConfig:
     features: str = "data/features/features.parquet"
-    manifest: str = "data/gated/manifest.parquet"
+    manifest: str = "data/features_gated/manifest.parquet"
     out: str = "data/distill"
     backend: str = "template"
     """First teacher: template (offline default), hf or openai."""
@@ -182,7 +203,7 @@ class DistillConfig:
 @dataclass
 class RationalesGateConfig:
     rationales: str = "data/distill/rationales.jsonl"
-    manifest: str = "data/gated/manifest.parquet"
+    manifest: str = "data/features_gated/manifest.parquet"
     report_dir: str = "reports/rationales_gate"
     min_keep_rate: float = 0.6
     min_grounding: float = 0.5
@@ -194,7 +215,7 @@ class RationalesGateConfig:
 class SFTConfig:
     features: str = "data/features/features.parquet"
     frames: str = "data/features/frames"
-    manifest: str = "data/gated/manifest.parquet"
+    manifest: str = "data/features_gated/manifest.parquet"
     rationales: str = "data/distill/rationales.jsonl"
     out: str = "models/sft"
     levels: str = "data/features/levels.json"
@@ -222,6 +243,10 @@ class SFTConfig:
     perception_ratio: float = 0.5
     """Prosody-perception examples per SER example, and perception heads in the encoder warm-up
     (0 turns prosody enhancement off)."""
+    population_norm_share: float = 0.3
+    """Share of the examples (per split, drawn with the seed) whose prosody token is
+    normalised with the training population's statistics instead of the speaker's: how a single
+    served clip of an unknown speaker is normalised, so the model must have seen it."""
     epochs: int = 2
     max_steps: int = -1
     """A cap on optimizer steps (-1: the epochs decide)."""
@@ -236,6 +261,11 @@ class SFTConfig:
     """Epochs of training the encoder as an emotion classifier before SFT (0: none)."""
     encoder_pretrain_learning_rate: float = 1e-3
     early_stopping_patience: int = 2
+    """Evaluations (each epoch, or every `save_steps`) without a better dev loss before stopping."""
+    save_steps: int = 0
+    """Optimizer steps between checkpoints, each after a dev-loss evaluation (0: each epoch)."""
+    checkpoint_dir: str = ".emoreason/checkpoints/sft"
+    """Checkpoints of an unfinished training, outside DVC outputs so a killed run resumes."""
     max_target_words: int = 40
     """Rationales are cut to this many words in the targets (shorter sequences, faster steps)."""
     eval_clips: int = 60
@@ -249,7 +279,7 @@ class ZeroShotConfig:
     the prosody caption as text."""
     features: str = "data/features/features.parquet"
     levels: str = "data/features/levels.json"
-    manifest: str = "data/gated/manifest.parquet"
+    manifest: str = "data/features_gated/manifest.parquet"
     out: str = "models/zeroshot"
     lm: str = "bundled:smollm2-135m-instruct"
     format: str = "explain_after"
@@ -270,13 +300,16 @@ class JudgeConfig:
     timeout_s: float = 60.0
     max_retries: int = 3
     max_new_tokens: int = 120
+    allow_insecure_http: bool = False
+    """Send the API key over plain http:// to a host other than this machine (a trusted
+    private network only)."""
 
 
 @dataclass
 class EvaluateConfig:
     """Scoring on the test split: baselines and models side by side, annotator-aware."""
     features: str = "data/features/features.parquet"
-    manifest: str = "data/gated/manifest.parquet"
+    manifest: str = "data/features_gated/manifest.parquet"
     split: str = "test"
     out: str = "reports/evaluate"
     models: dict[str, str] = field(default_factory=lambda: {
@@ -345,71 +378,58 @@ class Params:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
-def _check_type(value: Any, hint: Any, key: str) -> Any:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if hint is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
+_EXPECTED = {"int_type": "an integer", "float_type": "a number", "bool_type": "true or false",
+             "string_type": "a string", "list_type": "a list", "dict_type": "a mapping"}
+"""How an error message names the type pydantic wanted."""
+
+
+def _key(prefix: str, loc: tuple) -> str:
+    """The dotted key of a pydantic error location: `base.labels[1]`, `prepare.label_map key`."""
+    suffix = ""
+    if loc and loc[-1] == "[key]":
+        loc, suffix = loc[:-2], " key"
+    key = prefix
+    for part in loc:
+        key += f"[{part}]" if isinstance(part, int) else f".{part}" if key else str(part)
+    return key + suffix
+
+
+def _describe(error: dict, cls: type, prefix: str) -> str:
+    key = _key(prefix, error["loc"])
+    if error["type"] == "unexpected_keyword_argument":
+        return f"unknown key {key} (known: {', '.join(sorted(f.name for f in dataclasses.fields(cls)))})"
+    value = error["input"]
+    if error["type"] in _EXPECTED:
+        got = type(value).__name__ if error["type"] in ("list_type", "dict_type") else repr(value)
+        return f"{key}: expected {_EXPECTED[error['type']]}, got {got}"
+    return f"{key}: {error['msg'][:1].lower()}{error['msg'][1:]}, got {value!r}"
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    """`cls` from a mapping, every error of every section in one ConfigError. Nested sections are
+    built first: strict pydantic takes a section only as an instance, not as a mapping."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'params'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    kwargs, errors = {}, []
+    for name, value in data.items():
+        if not isinstance(name, str):
+            errors.append(f"unknown key {_key(prefix, (repr(name),))}")
+            continue
+        if dataclasses.is_dataclass(hints.get(name)):
             try:
-                return _check_type(value, arg, key)
+                value = _build(hints[name], value, _key(prefix, (name,)))
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(errors[0] if errors else f"{key}: wrong type")
-    if dataclasses.is_dataclass(hint):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
-        return _build(hint, value, key)
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list, got {type(value).__name__}")
-        return [_check_type(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
-        return {
-            _check_type(k, args[0], f"{key} key"): _check_type(v, args[1], f"{key}.{k}")
-            for k, v in value.items()
-        }
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    raise ConfigError(f"{key}: unsupported type {hint}")
-
-
-def _build(cls: type, data: dict, prefix: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        where = f"{prefix}." if prefix else ""
-        raise ConfigError(
-            f"unknown key {where}{unknown[0]} (known: {', '.join(sorted(names))})"
-        )
-    kwargs = {
-        name: _check_type(value, hints[name], f"{prefix}.{name}" if prefix else name)
-        for name, value in data.items()
-    }
-    return cls(**kwargs)
+                continue
+        kwargs[name] = value
+    try:
+        built = cls(**kwargs)
+    except ValidationError as exc:
+        errors += [_describe(error, cls, prefix) for error in exc.errors()]
+    if errors:
+        raise ConfigError("; ".join(errors))
+    return built
 
 
 def params_from_dict(data: dict | None) -> Params:
@@ -425,7 +445,7 @@ def load_params(path: Path | str = "params.yaml") -> Params:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from exc
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections")
     try:

@@ -41,6 +41,7 @@ def sft_params(root, tiny) -> Params:
     params.sft.max_steps, params.sft.batch_size, params.sft.eval_clips = 3, 4, 4
     params.sft.max_target_words, params.sft.encoder_pretrain_epochs = 20, 2
     params.sft.lora_r, params.sft.lora_alpha = 4, 8
+    params.sft.checkpoint_dir = str(root / "checkpoints")
     return params
 
 

@@ -119,6 +119,7 @@ def test_unknown_asr_specs_are_errors():
         ("the cat sat on the mat", "the cat sit on mat", 2 / 6),
         ("a b", "a x b", 0.5),
         ("a b c d", "", 1.0),
+        ("a b", " ?! ", 1.0),  # punctuation only: no words, every reference word deleted
         ("one", "one two three", 2.0),
         ("don't stop", "dont stop", 0.5),
         ("kids are talking by the door", "kids are talking by the door.", 0.0),

@@ -1,8 +1,10 @@
 """params.yaml loads into typed dataclasses; typos and wrong types are errors naming the key."""
+import dataclasses
+
 import pytest
 import yaml
 
-from components.config import ConfigError, Params, load_params, params_from_dict
+from components.config import ConfigError, DemoConfig, Params, load_params, params_from_dict
 from tests.conftest import REPO
 
 
@@ -23,6 +25,12 @@ def test_repository_params_load_and_match_defaults_where_documented():
     ({"manifest_gate": {"max_quarantine_share": "x"}}, "max_quarantine_share: expected a number"),
     ({"prepare": {"split": {"by_gender": "yes"}}}, "by_gender: expected true or false"),
     ({"prepare": {"label_map": ["calm"]}}, "prepare.label_map: expected a mapping"),
+    ({"prepare": {"label_map": {"calm": 1}}}, "prepare.label_map.calm: expected a string, got 1"),
+    ({"prepare": {"label_map": {1: "calm"}}}, "prepare.label_map key: expected a string, got 1"),
+    ({"prepare": None}, "prepare: expected a mapping, got NoneType"),
+    ({"sft": {"lerning_rate": 0.1}}, "unknown key sft.lerning_rate (known: "),
+    ({"sft": {"learning_rate": "abc"}}, "sft.learning_rate: expected a number, got 'abc'"),
+    ({"distill": {"teacher": {"top_p": [0.9]}}}, "distill.teacher.top_p: expected a number, got [0.9]"),
 ])
 def test_bad_params_name_the_key(data, message):
     with pytest.raises(ConfigError) as err:
@@ -48,3 +56,23 @@ def test_malformed_yaml_is_a_config_error(tmp_path):
     path.write_text("- a list\n")
     with pytest.raises(ConfigError, match="mapping of sections"):
         load_params(path)
+
+
+def test_every_bad_key_is_named_in_one_error():
+    with pytest.raises(ConfigError) as err:
+        params_from_dict({"prepare": {"demo": {"n_clips": "many"}, "corpuss": "demo"},
+                          "sft": {"learning_rate": "abc", "epochs": 1.5}, "tracking": {}})
+    for message in ("prepare.demo.n_clips: expected an integer", "unknown key prepare.corpuss",
+                    "sft.learning_rate: expected a number", "sft.epochs: expected an integer"):
+        assert message in str(err.value)
+
+
+def test_sections_made_in_code_are_validated_too():
+    sft = Params().sft
+    assert isinstance(dataclasses.replace(sft, learning_rate=1).learning_rate, float)
+    with pytest.raises(ValueError, match="learning_rate"):
+        dataclasses.replace(sft, learning_rate="abc")
+    with pytest.raises(ValueError, match="n_clips"):
+        DemoConfig(n_clips=True)
+    with pytest.raises(ValueError, match="n_speaker"):
+        DemoConfig(n_speaker=3)

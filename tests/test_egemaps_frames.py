@@ -2,6 +2,7 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from safetensors.numpy import save_file
 
@@ -14,7 +15,7 @@ from components.features.frames import (
     VOICING,
     frame_features,
     iter_shard,
-    read_shard,
+    load_frames,
     write_shard,
 )
 from components.features.prosody import SR, f0_track, frame_energy_db, n_frames
@@ -97,7 +98,7 @@ def test_shards_round_trip_in_order(tmp_path):
     ]
     path = tmp_path / "shards" / "00000.safetensors"
     write_shard(path, items)
-    loaded = read_shard(path)
+    loaded = dict(iter_shard(path))
     assert list(loaded) == [utt_id for utt_id, _ in items]
     for utt_id, array in items:
         assert loaded[utt_id].dtype == array.dtype
@@ -114,4 +115,20 @@ def test_bad_shards_are_errors(tmp_path):
         write_shard(tmp_path / "b.safetensors", [("x", np.zeros((3, 80), np.float32))])
     save_file({"x": frames}, str(tmp_path / "other.safetensors"))
     with pytest.raises(ValueError, match="not a frame-feature shard"):
-        read_shard(tmp_path / "other.safetensors")
+        dict(iter_shard(tmp_path / "other.safetensors"))
+
+
+def test_load_frames_reads_the_wanted_clips_across_shards(tmp_path):
+    arrays = {f"u{i}": np.full((3 + i, 83), i, np.float16) for i in range(4)}
+    write_shard(tmp_path / "00000.safetensors", [(u, arrays[u]) for u in ("u0", "u1")])
+    write_shard(tmp_path / "00001.safetensors", [(u, arrays[u]) for u in ("u2", "u3")])
+    with pytest.raises(FileNotFoundError, match="frame index not found"):
+        load_frames(tmp_path)
+    pd.DataFrame({"utt_id": list(arrays), "shard": ["00000.safetensors"] * 2 + ["00001.safetensors"] * 2}
+                 ).to_parquet(tmp_path / "index.parquet")
+    wanted = load_frames(tmp_path, {"u1", "u3"})
+    assert sorted(wanted) == ["u1", "u3"]
+    np.testing.assert_array_equal(wanted["u3"], arrays["u3"])
+    assert sorted(load_frames(tmp_path)) == sorted(arrays)
+    with pytest.raises(ValueError, match="no frame features for 1 clips"):
+        load_frames(tmp_path, {"u1", "u9"})

@@ -111,8 +111,6 @@ def _with_fault(rows: list[dict], fault: str) -> list[dict]:
         rows[0] = make_row(rows[0]["utt_id"], "spk1", [])
     elif fault == "consensus_against_votes":
         rows[0] = make_row(rows[0]["utt_id"], "spk1", ["sad", "sad", "happy"], label="happy")
-    elif fault == "too_long":
-        rows[0] = make_row(rows[0]["utt_id"], "spk1", ["sad", "sad"], seconds=6.0)
     return rows
 
 
@@ -126,7 +124,6 @@ def _with_fault(rows: list[dict], fault: str) -> list[dict]:
     ("zero_annotators", "expect_column_values_to_be_between", "n_votes", "spk1_0"),
     ("consensus_against_votes", "expect_column_values_to_be_in_set", "consensus_consistent",
      "spk1_0"),
-    ("too_long", "expect_column_values_to_be_between", "duration_s", "spk1_0"),
 ])
 def test_planted_fault_fails_the_named_expectation(tmp_path, fault, expectation, column,
                                                     example):
@@ -205,13 +202,46 @@ def test_too_many_quarantined_clips_fail_the_gate(tmp_path):
     path = build(tmp_path, rows, write_audio=False)
     result = run_manifest_gate(path, config(tmp_path, max_quarantine_share=0.1))
     assert not result.success
-    assert failed_checks(result) == {("expect_column_values_to_be_in_set", "audio_problem")}
+    assert failed_checks(result) == {("expect_column_values_to_be_in_set", "quarantine_reason")}
     entry = result.failed[0]
     assert entry["unexpected_count"] == len(reasons)
-    assert all(x["audio_problem"] for x in entry["examples"])
+    assert all(x["quarantine_reason"] for x in entry["examples"])
     assert len(pd.read_csv(tmp_path / "gated" / "quarantine.csv")) == len(reasons)
-    with pytest.raises(GateFailed, match="audio_problem"):
+    with pytest.raises(GateFailed, match="quarantine_reason"):
         raise_if_failed(result)
+
+
+@pytest.mark.parametrize("seconds, reason", [
+    (6.0, "too long: 6.00 s, above max_duration_s 5 s"),
+    (0.1, "too short: 0.10 s, below min_duration_s 0.2 s"),
+])
+def test_one_clip_of_bad_duration_is_quarantined_and_the_gate_passes(tmp_path, seconds, reason):
+    rows = good_rows()
+    rows[0] = make_row(rows[0]["utt_id"], "spk1", ["sad", "sad"], seconds=seconds)
+    result = run_manifest_gate(build(tmp_path, rows), config(tmp_path,
+                                                             max_quarantine_share=0.1))
+    assert result.success, result.failed
+    assert result.n_quarantined == 1
+    quarantine = pd.read_csv(tmp_path / "gated" / "quarantine.csv")
+    assert quarantine.to_dict("records") == [
+        {"utt_id": "spk1_0", "audio_path": "audio/spk1_0.wav", "reason": reason}]
+    gated, _ = read_manifest(tmp_path / "gated" / "manifest.parquet")
+    assert gated["utt_id"].tolist() == [r["utt_id"] for r in rows[1:]]
+
+
+def test_many_clips_of_bad_duration_fail_the_gate_naming_the_bound(tmp_path):
+    rows = good_rows()
+    for i in range(4):
+        rows[i] = make_row(rows[i]["utt_id"], "spk1", ["sad", "sad"], seconds=6.0)
+    result = run_manifest_gate(build(tmp_path, rows), config(tmp_path,
+                                                             max_quarantine_share=0.1))
+    assert not result.success
+    assert failed_checks(result) == {("expect_column_values_to_be_in_set", "quarantine_reason")}
+    assert len(pd.read_csv(tmp_path / "gated" / "quarantine.csv")) == 4
+    assert not (tmp_path / "gated" / "manifest.parquet").exists()
+    with pytest.raises(GateFailed, match=r"max_quarantine_share = 10\.0%") as failure:
+        raise_if_failed(result)
+    assert "4 of 20 rows" in str(failure.value) and "too long" in str(failure.value)
 
 
 def test_data_root_argument_overrides_the_metadata(tmp_path):

@@ -107,3 +107,28 @@ def test_serving_dtypes_answer_from_an_adapter_folder(trained, clips, dtype):
         assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
     with pytest.raises(ValueError, match="serving dtype"):
         load_predictor(trained, dtype="float16")
+
+
+def test_a_given_transcript_replaces_speech_recognition(predictor, pipeline, monkeypatch):
+    """A client's transcript is the clip's transcript and is what the prompt reads; only the
+    clips without one are transcribed."""
+    from components.audio_io import read_audio
+    from components.features import extract
+
+    heard = []
+
+    class Recorder:
+        def transcribe(self, audio):
+            heard.append(len(audio))
+            return "recognised words", 0.5
+
+    monkeypatch.setattr(extract, "_transcriber", lambda spec: Recorder())
+    root, df, *_ = pipeline
+    audio = [read_audio(root / "audio" / path, 16000)[0] for path in df["audio_path"][:2]]
+    measured = predictor.measure_audio(audio, transcripts=["kids are talking by the door", None])
+    assert [m.transcript for m in measured] == ["kids are talking by the door",
+                                                "recognised words"]
+    assert heard == [len(audio[1])]
+    answer = predictor.predict_audio(audio[:1], rationale=False,
+                                     transcripts=["kids are talking by the door"])[0]
+    assert answer["transcript"] == "kids are talking by the door" and len(heard) == 1

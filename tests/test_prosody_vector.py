@@ -13,6 +13,7 @@ from components.speechlm.prosody_vector import (
     clip_vectors,
     load_stats,
     population_stats,
+    population_vectors,
     save_stats,
     training_vectors,
 )
@@ -69,3 +70,23 @@ def test_missing_or_foreign_stats_are_errors(tmp_path):
     (tmp_path / NORM_FILE).write_text(json.dumps({"names": ["x"], "mean": [0], "std": [1]}))
     with pytest.raises(ValueError, match="other eGeMAPS features"):
         load_stats(tmp_path)
+
+
+def test_population_vectors_are_what_a_served_clip_of_an_unknown_speaker_gets():
+    rng = np.random.default_rng(1)
+    raw = rng.normal(3.0, 2.0, size=(5, PROSODY_DIM))
+    raw[2, 7] = np.nan
+    features = pd.DataFrame({"utt_id": [f"u{i}" for i in range(5)], "egemaps": list(raw),
+                             "egemaps_spknorm": list(raw - raw.mean(0))})
+    stats = population_stats(features, {"u0", "u1", "u2"})
+    vectors = population_vectors(features, {"u1", "u2", "u4"}, stats)
+    assert set(vectors) == {"u1", "u2", "u4"}
+    served = clip_vectors(raw[[1, 2, 4]], stats)  # one clip at a time, no speaker
+    for i, utt in enumerate(("u1", "u2", "u4")):
+        np.testing.assert_array_equal(vectors[utt], served[i])
+        assert vectors[utt].dtype == np.float32
+    expected = (raw[4] - np.nanmean(raw[:3], axis=0)) / np.nanstd(raw[:3], axis=0)
+    np.testing.assert_allclose(vectors["u4"], expected, rtol=1e-5)
+    assert not np.allclose(vectors["u4"], training_vectors(features, {"u4"})["u4"])
+    with pytest.raises(ValueError, match="no eGeMAPS features for 1 clips"):
+        population_vectors(features, {"u0", "missing"}, stats)

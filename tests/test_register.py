@@ -133,8 +133,8 @@ def test_logged_model_is_self_contained_pinned_and_typed(logged):
     assert all("==" in r and "+" not in r for r in requirements)
     assert not any(r.startswith("torchvision") for r in requirements)
     signature = logged.signature
-    assert signature.inputs.input_names() == ["audio", "speaker"]
-    assert [c.required for c in signature.inputs.inputs] == [True, False]
+    assert signature.inputs.input_names() == ["audio", "speaker", "transcript"]
+    assert [c.required for c in signature.inputs.inputs] == [True, False, False]
     assert signature.outputs.input_names() == list(OUTPUT_COLUMNS)
     assert signature.params.to_dict()[0]["name"] == "rationale"
     example = json.loads((local / "serving_input_example.json").read_text())
@@ -195,10 +195,10 @@ def test_one_clip_that_breaks_the_batch_fails_alone(logged, monkeypatch):
     predictor = model.unwrap_python_model().predictor
     real = predictor.predict_audio
 
-    def fragile(audio, speakers=None, rationale=True, batch_size=8):
+    def fragile(audio, speakers=None, rationale=True, batch_size=8, transcripts=None):
         if any(len(a) == 16000 for a in audio):
             raise RuntimeError("encoder overflow")
-        return real(audio, speakers, rationale, batch_size)
+        return real(audio, speakers, rationale, batch_size, transcripts)
 
     calls = []
     monkeypatch.setattr(predictor, "predict_audio",

@@ -69,8 +69,10 @@ def test_champion_served_over_rest(tmp_path):
         assert bad["error"] and "is not audio" in bad["error"]
         assert bad["label"] is None and bad["probabilities"] is None
 
-        fast = _post(url, {"dataframe_records": [{"audio": _voiced_glide_b64()}],
+        fast = _post(url, {"dataframe_records": [{"audio": _voiced_glide_b64(),
+                                                  "transcript": "dogs are sitting by the door"}],
                            "params": {"rationale": False}})["predictions"][0]
         assert fast["label"] in LABELS and fast["rationale"] is None and fast["error"] is None
+        assert fast["transcript"] == "dogs are sitting by the door"  # no recognition needed
     finally:
         stop_model_server(server)

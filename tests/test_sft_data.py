@@ -52,7 +52,8 @@ def _count(examples, split, task=None):
 def test_ser_examples_and_contract(data):
     features, manifest, rationales = data
     examples = build_sft_examples(features, manifest, rationales,
-                                  SftDataConfig(perception_ratio=0, splits=["train"]))
+                                  SftDataConfig(perception_ratio=0, splits=["train"],
+                                                population_norm_share=0))
     assert len(examples) == 40 and {e["task"] for e in examples} == {"ser"}
     first = examples[0]
     assert first == {
@@ -60,6 +61,7 @@ def test_ser_examples_and_contract(data):
         "transcript_source": "asr", "transcript": "sentence number 0",
         "target": "Emotion: neutral\nRationale: The pitch is low. Clip u000.",
         "label": "neutral", "level": None, "rationale": "The pitch is low. Clip u000.",
+        "prosody_norm": "speaker",
     }
     assert not {"image", "images"} & set(first)
     assert [e["utt_id"] for e in examples] == list(manifest["utt_id"][:40])
@@ -281,3 +283,37 @@ def test_evaluation_clips_span_the_split():
     assert len(set(picked)) == 60 and picked == sorted(picked)
     assert {speakers[i] for i in picked} == {"spk0", "spk1"}
     assert spread(5, 10) == [0, 1, 2, 3, 4] and spread(0, 3) == []
+
+
+@pytest.mark.parametrize("share", [0.0, 0.3, 0.5, 1.0])
+def test_population_norm_share_is_honoured_per_split(data, share):
+    features, manifest, rationales = data
+    cfg = SftDataConfig(perception_ratio=0.5, splits=["train", "dev"], population_norm_share=share)
+    examples = build_sft_examples(features, manifest, rationales, cfg)
+    assert {e["prosody_norm"] for e in examples} <= {"speaker", "population"}
+    for split, n in (("train", 60), ("dev", 18)):
+        rows = [e for e in examples if e["split"] == split]
+        assert len(rows) == n
+        assert sum(e["prosody_norm"] == "population" for e in rows) == math.floor(share * n + 0.5)
+    assert split_summary(examples)["prosody_norm"]["dev"].get("population", 0) == \
+        math.floor(share * 18 + 0.5)
+
+
+def test_population_normalised_examples_are_drawn_with_the_seed(data):
+    features, manifest, rationales = data
+
+    def marked(seed):
+        cfg = SftDataConfig(perception_ratio=0.5, population_norm_share=0.3, seed=seed)
+        return [(e["utt_id"], e["task"]) for e in build_sft_examples(
+            features, manifest, rationales, cfg) if e["prosody_norm"] == "population"]
+
+    assert marked(7) == marked(7) and len(marked(7)) == 18
+    assert marked(7) != marked(8)
+    tasks = Counter(task for _, task in marked(7))
+    assert tasks["ser"] and sum(tasks.values()) > tasks["ser"]  # perception examples too
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.5, float("nan")])
+def test_population_norm_share_out_of_range_is_an_error(data, share):
+    with pytest.raises(ValueError, match="population_norm_share"):
+        build_sft_examples(*data, SftDataConfig(population_norm_share=share))

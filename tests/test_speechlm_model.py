@@ -14,7 +14,7 @@ from components.speechlm.io import (
     load_speechlm,
     save_speechlm,
 )
-from components.speechlm.model import AudioPlaceholderMismatch
+from components.speechlm.model import IGNORE, AudioPlaceholderMismatch
 from tests.tiny_models import TINY_SPEECHLM, save_tiny_lm
 
 TINY_NAME = "bundled:tiny-test-lm"
@@ -42,11 +42,16 @@ def _prompts(model, tokenizer, n_tokens: list[int]) -> dict:
     return tokenizer(texts, padding=True, return_tensors="pt")
 
 
+def _soft_token_counts(model, audio_mask: torch.Tensor) -> list[int]:
+    """Placeholders per clip for a batch from `featurize` (its audio_mask)."""
+    return [model.n_audio_tokens(int(n)) for n in audio_mask.sum(-1).tolist()]
+
+
 def _batch(model, tokenizer, lengths=(120, 80), seed=0):
     """Random [T, 83] frame features for clips of the given frame counts, and matching prompts."""
     g = torch.Generator().manual_seed(seed)
     values, mask = collate_frames([torch.randn(n, 83, generator=g) for n in lengths])
-    return _prompts(model, tokenizer, model.soft_token_counts(mask)), values, mask
+    return _prompts(model, tokenizer, _soft_token_counts(model, mask)), values, mask
 
 
 def _tone(seconds: float, f0: float) -> np.ndarray:
@@ -97,23 +102,37 @@ def test_logits_follow_the_audio_in_forward_and_in_trls_fused_head(built):
         hidden = model.base_model(**enc, audio_values=values, audio_mask=mask).last_hidden_state
         torch.testing.assert_close(model.get_output_embeddings()(hidden), logits_a, atol=1e-5, rtol=1e-4)
 
-    labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+    labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, IGNORE)
     add_fused_lm_head(model)
     with torch.no_grad():
         fused_a = model(**enc, audio_values=values, audio_mask=mask, labels=labels, fused_lm_head=True)
         fused_b = model(**enc, audio_values=other, audio_mask=mask, labels=labels, fused_lm_head=True)
     valid = fused_a.label_mask
-    assert valid.sum() == (labels[:, 1:] != -100).sum()
+    assert valid.sum() == (labels[:, 1:] != IGNORE).sum()
     assert (fused_a.log_probs - fused_b.log_probs)[valid].abs().max() > 1e-3
     expected = torch.log_softmax(logits_a[:, :-1], -1).gather(-1, labels[:, 1:].clamp(min=0)[..., None])[..., 0]
     torch.testing.assert_close(fused_a.log_probs[valid], expected[valid], atol=1e-4, rtol=1e-4)
 
 
+def test_loss_is_the_mean_cross_entropy_over_labels_not_ignored(built):
+    model, tokenizer = built
+    enc, values, mask = _batch(model, tokenizer)
+    labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, IGNORE)
+    labels[:, : labels.shape[1] - 3] = IGNORE  # like a prompt: only the last tokens are scored
+    with torch.no_grad():
+        out = model(**enc, audio_values=values, audio_mask=mask, labels=labels)
+    targets, logits = labels[:, 1:], out.logits[:, :-1].float()
+    kept = targets != IGNORE
+    assert 0 < kept.sum() < kept.numel()
+    expected = -torch.log_softmax(logits, -1).gather(-1, targets.clamp(min=0)[..., None])[..., 0][kept].mean()
+    torch.testing.assert_close(out.loss, expected, atol=1e-5, rtol=1e-5)
+
+
 def test_training_moves_lora_encoder_and_projector_and_not_the_lm(built):
     model, tokenizer = built
     enc, values, mask = _batch(model, tokenizer, lengths=(150, 90))
-    labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
-    labels = labels.masked_fill(labels == model.config.audio_token_id, -100)
+    labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, IGNORE)
+    labels = labels.masked_fill(labels == model.config.audio_token_id, IGNORE)
     trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     assert any("lora_A" in n for n in trainable) and any("lora_B" in n for n in trainable)
@@ -186,7 +205,7 @@ def test_batched_generation_over_different_lengths_equals_one_by_one(built, monk
     monkeypatch.setattr(model.model, "encode_audio", lambda *a, **k: encodes.append(1) or encode_audio(*a, **k))
     clips = [_tone(0.9, 140.0), _tone(0.45, 220.0), _tone(1.3, 180.0)]
     values, mask = model.featurize(clips)
-    counts = model.soft_token_counts(mask)
+    counts = _soft_token_counts(model, mask)
     assert len(set(counts)) == 3 and tokenizer.padding_side == "left"
     enc = _prompts(model, tokenizer, counts)
     with torch.no_grad():
@@ -205,7 +224,7 @@ def test_batched_generation_over_different_lengths_equals_one_by_one(built, monk
 def test_placeholder_count_mismatch_is_a_clear_error(built):
     model, tokenizer = built
     _, values, mask = _batch(model, tokenizer)
-    counts = model.soft_token_counts(mask)
+    counts = _soft_token_counts(model, mask)
     wrong = _prompts(model, tokenizer, [counts[0], counts[1] + 1])
     with pytest.raises(AudioPlaceholderMismatch, match=rf"sample 1: {counts[1] + 1} placeholders, {counts[1]} soft"):
         model(**wrong, audio_values=values, audio_mask=mask)
@@ -241,7 +260,7 @@ def test_whisper_encoder_path(tiny_lm, tiny_whisper, tmp_path):
     clips = [_tone(1.0, 150.0), _tone(0.5, 230.0)]
     values, mask = model.featurize(clips)
     assert values.shape == (2, 80, 3000) and mask.sum(1).tolist() == [100, 50]
-    counts = model.soft_token_counts(mask)
+    counts = _soft_token_counts(model, mask)
     assert counts == [9, 5]  # 50 frames/s, 6 per token
     enc = _prompts(model, tokenizer, counts)
     with torch.no_grad():
@@ -266,13 +285,13 @@ def test_whisper_encoder_with_lora_trains_only_its_adapter(tiny_lm, tiny_whisper
     assert trainable and all("lora_" in n for n in trainable)
     assert {n.split(".")[-4] for n in trainable} == {"q_proj", "k_proj", "v_proj", "out_proj"}
     values, mask = model.featurize([_tone(1.0, 150.0), _tone(0.5, 230.0)])
-    enc = _prompts(model, tokenizer, model.soft_token_counts(mask))
+    enc = _prompts(model, tokenizer, _soft_token_counts(model, mask))
     with torch.no_grad():
         before = model(**enc, audio_values=values, audio_mask=mask).logits
     frozen = {n: p.detach().clone() for n, p in model.model.audio_encoder.named_parameters()
               if "lora_" not in n}
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
-    labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+    labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, IGNORE)
     for _ in range(2):
         model(**enc, audio_values=values, audio_mask=mask, labels=labels).loss.backward()
         optimizer.step()
@@ -332,7 +351,7 @@ def test_prosody_token_is_heard_saved_and_batched(tiny_lm, monkeypatch, tmp_path
         batched = model.generate(**enc, audio_values=values, audio_mask=mask, prosody_values=prosody,
                                  max_new_tokens=5, do_sample=False)[:, enc["input_ids"].shape[1]:]
         for i in range(2):
-            one = _prompts(model, tokenizer, [model.soft_token_counts(mask[i:i + 1, :int(mask[i].sum())])[0]])
+            one = _prompts(model, tokenizer, [_soft_token_counts(model, mask[i:i + 1, :int(mask[i].sum())])[0]])
             single = model.generate(**one, audio_values=values[i:i + 1, :int(mask[i].sum())],
                                     audio_mask=mask[i:i + 1, :int(mask[i].sum())],
                                     prosody_values=prosody[i:i + 1], max_new_tokens=5, do_sample=False)

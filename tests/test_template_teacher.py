@@ -5,6 +5,7 @@ import re
 
 import pytest
 
+from components.cache_keys import code_hash
 from components.config import VerifyConfig
 from components.distill.lexicon import CUE_FIELDS, label_forms
 from components.distill.records import ClipCues, TeacherRequest
@@ -168,7 +169,7 @@ def test_transcript_words_break_ties_only():
     assert infer_label(loud) == "angry"
 
 
-def test_config_names_the_backend_and_version():
+def test_config_names_the_backend_and_the_hash_of_its_code():
     config = TemplateTeacher().config()
     assert config["name"] == TemplateTeacher.name == "template"
-    assert config["version"]
+    assert config["code"] == code_hash("components.distill.template")

@@ -1,7 +1,8 @@
 """An append-only JSONL cache of teacher generations, keyed by what produced them.
 
-The key hashes the clip id, the backend's configuration, what the backend reads (the rendered prompt, or
-the cues for the template writer), the label mode, the retry hint and the draw (STaR iteration).
+The key hashes the clip id, the backend's configuration (for the template writer, the hash of
+its code), what the backend reads (the rendered prompt, or the cues for the template writer),
+the label mode, the retry hint and the draw (STaR iteration).
 Each batch is appended and flushed to disk as it finishes, so a killed run resumes without
 regenerating finished clips, and a changed prompt regenerates only what reads the prompt.
 """

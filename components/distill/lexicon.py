@@ -9,13 +9,14 @@ template can only say what the checker can read back.
 """
 from __future__ import annotations
 
+from components.features.captions import CONTOURS
+
 CUES = ("pitch", "pitch_range", "energy", "rate", "pause", "intonation")
 CUE_FIELDS = {
     "pitch": "pitch_level", "pitch_range": "pitch_range_level", "energy": "energy_level",
     "rate": "rate_level", "pause": "pause_level", "intonation": "intonation",
 }
 """Claim cue -> key of `ClipCues.levels`."""
-CONTOURS = ("rising", "falling", "rise-fall", "fall-rise", "flat", "expressive")
 CUE_VALUES = {
     "pitch": ("low", "normal", "high"),
     "pitch_range": ("narrow", "normal", "wide"),

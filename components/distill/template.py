@@ -18,11 +18,10 @@ import hashlib
 import random
 import re
 
+from components.cache_keys import code_hash
 from components.distill import lexicon as lx
 from components.distill.records import ClipCues, TeacherReply, TeacherRequest
 
-TEMPLATE_VERSION = "template-v1"
-"""Bump when the wording or the profiles change: cached rationales are keyed by it."""
 MAX_QUOTED_WORDS = 14
 
 PROFILES: dict[str, dict[str, dict[str, float]]] = {
@@ -272,8 +271,9 @@ class TemplateTeacher:
     """The cache keys its output on the cues, so a prompt change does not redo it."""
 
     def config(self) -> dict:
-        """What identifies this teacher's output in the cache."""
-        return {"name": self.name, "version": TEMPLATE_VERSION}
+        """What identifies this teacher's output in the cache: its code (this module and the
+        project modules it imports), so a change to the wording or the profiles rewrites."""
+        return {"name": self.name, "code": code_hash(__name__)}
 
     def generate(self, requests: list[TeacherRequest]) -> list[TeacherReply]:
         """One reply per request, in order. A retry (`request.hint`) writes the same text: the

@@ -21,11 +21,12 @@ from typing import NamedTuple
 from components.config import VerifyConfig
 from components.distill import lexicon as lx
 from components.distill.records import ClipCues
+from components.markup import SPECIAL_TOKEN, THINK_CLOSE, THINK_OPEN
 
 # ---------------------------------------------------------------- cleaning
 
-_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.I | re.S)
-_SPECIAL_TOKEN = re.compile(r"<\|[^|<>]*\|>")
+_THINK_BLOCK = re.compile(f"{THINK_OPEN.pattern}.*?{THINK_CLOSE.pattern}",
+                          re.IGNORECASE | re.DOTALL)
 _TAG = re.compile(r"</?[A-Za-z][^<>]*>")
 _FENCE = re.compile(r"```[A-Za-z]*")
 _HEADING = re.compile(r"^\s*#+\s*", re.M)
@@ -42,13 +43,13 @@ def clean_rationale(text: str | None) -> str:
     if not text:
         return ""
     out = _THINK_BLOCK.sub(" ", text)
-    lower = out.lower()
-    if "</think>" in lower:
-        out = out[lower.rindex("</think>") + len("</think>"):]
-        lower = out.lower()
-    if "<think>" in lower:
-        out = out[:lower.index("<think>")]
-    out = _SPECIAL_TOKEN.sub(" ", out)
+    closes = list(THINK_CLOSE.finditer(out))
+    if closes:
+        out = out[closes[-1].end():]
+    opened = THINK_OPEN.search(out)
+    if opened:
+        out = out[:opened.start()]
+    out = SPECIAL_TOKEN.sub(" ", out)
     out = _TAG.sub(" ", out)
     out = _FENCE.sub(" ", out)
     out = out.replace("**", "").replace("__", "")

@@ -4,8 +4,8 @@ chat endpoint (vLLM, Ollama, a hosted API), when `evaluate.judge.enabled`.
 The judge sees what the model heard (transcript, measured cues) and what it wrote (label,
 rationale), and answers one JSON object with a 1-5 score per criterion. Requests go through
 the distill stage's HTTP client (concurrency, timeouts, retries with backoff, no key over
-plain http to a remote host); an answer that is not such an object counts as a failure, never
-as a score.
+plain http to a remote host unless `evaluate.judge.allow_insecure_http`); an answer that is
+not such an object counts as a failure, never as a score.
 """
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def _teacher_config(cfg: JudgeConfig) -> TeacherConfig:
                          openai_api_key_env=cfg.api_key_env,
                          openai_concurrency=cfg.concurrency, openai_timeout_s=cfg.timeout_s,
                          openai_max_retries=cfg.max_retries, max_new_tokens=cfg.max_new_tokens,
-                         temperature=0.0, top_p=1.0)
+                         temperature=0.0, top_p=1.0, allow_insecure_http=cfg.allow_insecure_http)
 
 
 def judge_rationales(cfg: JudgeConfig, items: list[tuple[ClipCues, str | None, str]],
@@ -71,7 +71,7 @@ def judge_rationales(cfg: JudgeConfig, items: list[tuple[ClipCues, str | None, s
     """Scores per (cues, predicted label, rationale); None where the judge gave none."""
     from components.distill.backends.openai_chat import OpenAIChatTeacher
 
-    judge = OpenAIChatTeacher(_teacher_config(cfg), seed=seed)
+    judge = OpenAIChatTeacher(_teacher_config(cfg), seed=seed, section="evaluate.judge")
     requests = [TeacherRequest(utt_id=cues.utt_id, messages=judge_messages(cues, label, text),
                                cues=cues) for cues, label, text in items]
     return [None if reply.error else parse_scores(reply.text)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Protocol
 
+import jiwer
 import numpy as np
 
 SR = 16000
@@ -141,17 +142,12 @@ def normalise_words(text: str) -> list[str]:
 
 
 def word_error_rate(ref: str, hyp: str) -> float:
-    """(substitutions + deletions + insertions) / reference words, after `normalise_words`.
+    """jiwer's WER (substitutions + deletions + insertions over reference words) after
+    `normalise_words` of both texts; an empty hypothesis scores 1.
 
-    An empty reference has no defined WER: a ValueError.
+    An empty reference has no defined WER (jiwer would count the insertions): a ValueError.
     """
     r, h = normalise_words(ref), normalise_words(hyp)
     if not r:
         raise ValueError("word error rate needs a non-empty reference")
-    previous = list(range(len(h) + 1))
-    for i, rw in enumerate(r, start=1):
-        current = [i] + [0] * len(h)
-        for j, hw in enumerate(h, start=1):
-            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (rw != hw))
-        previous = current
-    return previous[-1] / len(r)
+    return float(jiwer.wer(" ".join(r), " ".join(h)))

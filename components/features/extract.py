@@ -4,7 +4,9 @@ Two passes: `clip_f0_median` gives each clip's F0 median (the stage takes the me
 speaker), then `extract_clip` measures prosody with the F0 search range set around the
 speaker's median, eGeMAPS, the transcript and the frame features. Both are plain functions of
 a job, so a process pool and Ray Data run the same code. Results are written to the cache
-atomically (temp file + rename): a crash loses no finished clip.
+atomically (temp file + rename): a crash loses no finished clip. Cache keys hash the audio, the
+inputs of the job and the code that measures it (this module and the project modules it
+imports, `code_hash`), so a change to a measurement is never answered from the cache.
 """
 from __future__ import annotations
 
@@ -20,9 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from components.audio_io import AudioReadError, read_audio
-
-EXTRACTOR_VERSION = "2"
-"""Bump when a measurement changes, so cached results are not reused."""
+from components.cache_keys import code_hash
 
 RENAMED = {"jitter_local": "jitter", "shimmer_local": "shimmer", "contour": "intonation"}
 
@@ -50,7 +50,8 @@ def _file_hash(path: str) -> str:
 
 
 def cache_key(job: ClipJob, audio_hash: str) -> str:
-    """Hash of the audio content and every input that changes the result."""
+    """Hash of the audio content, the code that measures it and every input that changes the
+    result."""
     spec = asdict(job)
     for unused in ("utt_id", "audio", "cache_dir"):
         spec.pop(unused)
@@ -58,7 +59,8 @@ def cache_key(job: ClipJob, audio_hash: str) -> str:
         spec["speaker_f0_median_hz"] = round(spec["speaker_f0_median_hz"], 1)
     if job.reference and not job.asr_on_reference:
         spec.pop("asr")  # the transcriber is not used for this clip
-    payload = json.dumps({"v": EXTRACTOR_VERSION, "audio": audio_hash, **spec}, sort_keys=True)
+    payload = json.dumps({"code": code_hash(__name__), "audio": audio_hash, **spec},
+                         sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -113,8 +115,8 @@ def clip_f0_median(job: ClipJob) -> dict:
         audio_hash = _file_hash(job.audio)
     except OSError:
         return {"utt_id": job.utt_id, "f0_median_hz": math.nan}
-    path = _entry(job.cache_dir, hashlib.sha256(f"f0-{EXTRACTOR_VERSION}-{audio_hash}".encode())
-                  .hexdigest(), ".f0.json")
+    key = hashlib.sha256(f"f0-{code_hash(__name__)}-{audio_hash}".encode()).hexdigest()
+    path = _entry(job.cache_dir, key, ".f0.json")
     if path.exists():
         value = json.loads(path.read_text())["f0_median_hz"]
     else:
@@ -130,13 +132,13 @@ def clip_f0_median(job: ClipJob) -> dict:
 
 NUMERIC_FIELDS = (
     "duration_s", "speech_s", "pause_ratio", "energy_dbfs", "f0_median_hz", "f0_mean_hz",
-    "f0_p5_st", "f0_p95_st", "f0_range_st", "f0_sd_st", "voiced_ratio", "rate_sps", "jitter",
+    "f0_p5_st", "f0_p95_st", "f0_range_st", "f0_sd_st", "voiced_ratio", "rate_sps", "rate_sps_transcript", "jitter",
     "shimmer", "hnr_db", "asr_confidence", "asr_wer",
 )
 
 
 def _measure(job: ClipJob) -> tuple[dict, np.ndarray | None]:
-    from components.features.asr import word_error_rate
+    from components.features.asr import normalise_words, word_error_rate
     from components.features.egemaps import egemaps_functionals
     from components.features.frames import frame_features
     from components.features.prosody import f0_track, measure_prosody
@@ -153,14 +155,14 @@ def _measure(job: ClipJob) -> tuple[dict, np.ndarray | None]:
     transcript, source, confidence, wer = job.reference, "reference", math.nan, math.nan
     if not job.reference or job.asr_on_reference:
         text, confidence = _transcriber(job.asr).transcribe(audio)
-        if job.reference:
-            wer = word_error_rate(job.reference, text)
-        else:
+        if not job.reference:
             transcript, source = text, f"asr:{job.asr}"
             if not text.strip():
                 flags.append("transcript:asr_empty")
+        elif normalise_words(job.reference):  # a reference of punctuation only has no WER
+            wer = word_error_rate(job.reference, text)
     track = f0_track(audio, sr, job.speaker_f0_median_hz)
-    # the rate counts the transcript's syllables (the recognised words without a reference)
+    # the rate counts syllable nuclei in the audio; the transcript's count is a cross-check
     prosody = measure_prosody(audio, sr, transcript or None, track=track)
     flags = list(prosody.pop("flags")) + flags
     egemaps = egemaps_functionals(audio, sr)

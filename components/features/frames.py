@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
@@ -116,6 +117,22 @@ def iter_shard(path: Path | str) -> Iterator[tuple[str, np.ndarray]]:
             yield utt_id, shard.get_tensor(utt_id)
 
 
-def read_shard(path: Path | str) -> dict[str, np.ndarray]:
-    """All utterances of a shard: utt_id -> array, in written order."""
-    return dict(iter_shard(path))
+def load_frames(frames_dir: Path | str, utt_ids: set[str] | None = None) -> dict[str, np.ndarray]:
+    """utt_id -> [T, 83] frame features from the features stage's shards."""
+    frames_dir = Path(frames_dir)
+    index_path = frames_dir / "index.parquet"
+    if not index_path.exists():
+        raise FileNotFoundError(f"frame index not found: {index_path} (run the features stage "
+                                "with features.frames: true)")
+    index = pd.read_parquet(index_path)
+    wanted = index if utt_ids is None else index[index["utt_id"].isin(utt_ids)]
+    out = {}
+    for shard in sorted(set(wanted["shard"])):
+        for utt_id, array in iter_shard(frames_dir / shard):
+            if utt_ids is None or utt_id in utt_ids:
+                out[utt_id] = array
+    missing = sorted(set(wanted["utt_id"]) - set(out)) if utt_ids is None else \
+        sorted(utt_ids - set(out))
+    if missing:
+        raise ValueError(f"no frame features for {len(missing)} clips, e.g. {missing[:3]}")
+    return out

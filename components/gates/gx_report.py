@@ -28,8 +28,13 @@ from great_expectations.data_context.types.base import (
     ProgressBarsConfig,
 )
 
+from components.prepare.schema import ManifestMeta, meta_path, write_manifest
+
 DATA_DOCS_DIR = "data_docs"
 RESULT_FILE = "result.json"
+GATED_MANIFEST = "manifest.parquet"
+QUARANTINE_FILE = "quarantine.csv"
+QUARANTINE_COLUMNS = ["utt_id", "audio_path", "reason"]
 DOCS_SITE = "gate_report"
 N_EXAMPLES = 5
 """Offending rows kept per failed expectation (in result.json, Data Docs and the error)."""
@@ -187,6 +192,25 @@ def write_result(report_dir: Path | str, summary: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n")
     return path
+
+
+def write_quarantine_and_gated(manifest: pd.DataFrame, meta: ManifestMeta, reasons: pd.Series,
+                               quarantine_path: Path, gated_path: Path,
+                               success: bool) -> Path | None:
+    """Write `quarantine_path` (utt_id, audio path and reason of each manifest row with a
+    non-empty reason in `reasons`, aligned with `manifest`) and, when the gate passed, the gated
+    manifest (the other rows) to `gated_path`, which is returned. On failure no gated manifest
+    is left there: a stale one would let later stages run on a set no gate let through."""
+    bad = reasons != ""
+    quarantine = manifest.loc[bad, ["utt_id", "audio_path"]].assign(reason=reasons[bad])
+    quarantine_path.parent.mkdir(parents=True, exist_ok=True)
+    quarantine[QUARANTINE_COLUMNS].to_csv(quarantine_path, index=False)
+    if success:
+        write_manifest(manifest[~bad].reset_index(drop=True), meta, gated_path)
+        return gated_path
+    for stale in (gated_path, meta_path(gated_path)):
+        stale.unlink(missing_ok=True)
+    return None
 
 
 def failed_expectations(summary: dict) -> list[dict]:

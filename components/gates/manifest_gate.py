@@ -1,10 +1,11 @@
-"""The manifest gate: decode every clip, quarantine bad audio, and validate the manifest with GX.
+"""The manifest gate: decode every clip, quarantine bad clips, and validate the manifest with GX.
 
 A header can look fine while the samples are missing, so every file is decoded. Clips that
-cannot be used (unsafe path, missing, undecodable, truncated, empty, silent) are quarantined
-with a reason rather than failing the pipeline outright; the gate fails only when more than
-`max_quarantine_share` of the rows are quarantined, or when the manifest itself breaks its
-contract (ids, splits, labels, annotator votes, durations).
+cannot be used (unsafe path, missing, undecodable, truncated, empty, silent, or a duration
+outside [min_duration_s, max_duration_s]) are quarantined with a reason rather than failing
+the pipeline outright: one bad clip is a property of that clip, not of the corpus. The gate
+fails only when more than `max_quarantine_share` of the rows are quarantined, or when the
+manifest itself breaks its contract (ids, splits, labels, annotator votes).
 """
 from __future__ import annotations
 
@@ -27,27 +28,20 @@ from tqdm import tqdm
 from components.audio_io import AudioReadError, read_audio
 from components.config import ManifestGateConfig
 from components.gates.gx_report import (
+    GATED_MANIFEST,
+    QUARANTINE_FILE,
     GateResult,
     failed_expectations,
     validate_frame,
+    write_quarantine_and_gated,
     write_result,
 )
 from components.labels import NO_AGREEMENT
 from components.paths import UnsafePathError, resolve_audio_path
-from components.prepare.schema import (
-    GENDERS,
-    MANIFEST_COLUMNS,
-    SPLITS,
-    meta_path,
-    read_manifest,
-    write_manifest,
-)
+from components.prepare.schema import GENDERS, MANIFEST_COLUMNS, SPLITS, read_manifest
 
 GATE_NAME = "manifest gate"
 SUITE_NAME = "manifest"
-GATED_MANIFEST = "manifest.parquet"
-QUARANTINE_FILE = "quarantine.csv"
-QUARANTINE_COLUMNS = ["utt_id", "audio_path", "reason"]
 EXAMPLE_ID_COLUMNS = ("utt_id", "speaker")
 """Columns that identify an example row in the report (the speaker makes split leaks plain)."""
 
@@ -101,6 +95,17 @@ def audio_problem(rel_path: Any, root: Path, manifest_duration_s: Any = None) ->
     return ""
 
 
+def duration_problem(duration_s: Any, cfg: ManifestGateConfig) -> str:
+    """'' when the header duration is within the gate's bounds (or unknown), else the reason."""
+    if not _is_number(duration_s):
+        return ""
+    if duration_s < cfg.min_duration_s:
+        return f"too short: {duration_s:.2f} s, below min_duration_s {cfg.min_duration_s:g} s"
+    if duration_s > cfg.max_duration_s:
+        return f"too long: {duration_s:.2f} s, above max_duration_s {cfg.max_duration_s:g} s"
+    return ""
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float, np.number)) and math.isfinite(value)
 
@@ -147,13 +152,14 @@ def distribution_sum(value: Any) -> float:
 
 
 def with_derived_columns(df: pd.DataFrame, problems: list[str], labels: list[str]) -> pd.DataFrame:
-    """The manifest plus the columns the suite checks row by row."""
+    """The manifest plus the columns the suite checks row by row; `problems` holds each row's
+    quarantine reason ('' for a clip that is kept)."""
     frame = df.copy()
     for column in LIST_COLUMNS:
         frame[column] = frame[column].map(_as_list)
     allowed = set(labels)
     votes = frame["annotator_labels"].map(_votes)
-    frame["audio_problem"] = problems
+    frame["quarantine_reason"] = problems
     frame["speaker_split_count"] = (
         frame.groupby("speaker", dropna=False)["split"].transform("nunique").astype("int64")
     )
@@ -175,7 +181,7 @@ def with_derived_columns(df: pd.DataFrame, problems: list[str], labels: list[str
 def manifest_suite(labels: list[str], cfg: ManifestGateConfig) -> gx.ExpectationSuite:
     """The manifest contract as one suite over `with_derived_columns`' frame."""
     E = gx.expectations
-    readable = Column("audio_problem") == ""
+    kept = Column("quarantine_reason") == ""
     rated = Column("n_votes") > 0
     expectations = [
         E.ExpectTableRowCountToBeBetween(min_value=1, description="the manifest has rows"),
@@ -233,20 +239,18 @@ def manifest_suite(labels: list[str], cfg: ManifestGateConfig) -> gx.Expectation
         ),
         E.ExpectColumnValuesToBeBetween(column="agreement", min_value=0.0, max_value=1.0),
         E.ExpectColumnValuesToNotBeNull(
-            column="duration_s", row_condition=readable,
-            description="readable clips have a header duration",
+            column="duration_s", row_condition=kept,
+            description="kept clips have a header duration",
         ),
         E.ExpectColumnValuesToBeBetween(
-            column="duration_s", min_value=cfg.min_duration_s, max_value=cfg.max_duration_s,
-            row_condition=readable, description="duration of readable clips within bounds",
-        ),
-        E.ExpectColumnValuesToBeBetween(
-            column="sample_rate", min_value=0, strict_min=True, row_condition=readable,
-            description="readable clips have a sample rate",
+            column="sample_rate", min_value=0, strict_min=True, row_condition=kept,
+            description="kept clips have a sample rate",
         ),
         E.ExpectColumnValuesToBeInSet(
-            column="audio_problem", value_set=[""], mostly=1.0 - cfg.max_quarantine_share,
-            description=f"at most {cfg.max_quarantine_share:.1%} of clips quarantined",
+            column="quarantine_reason", value_set=[""], mostly=1.0 - cfg.max_quarantine_share,
+            description="clips quarantined (bad audio, duration outside min_duration_s.."
+                        "max_duration_s) at most manifest_gate.max_quarantine_share ="
+                        f" {cfg.max_quarantine_share:.1%}",
         ),
     ]
     return gx.ExpectationSuite(name=SUITE_NAME, expectations=expectations)
@@ -275,7 +279,8 @@ def run_manifest_gate(
     _check_config(cfg)
     df, meta = read_manifest(manifest_path)
     root = Path(data_root if data_root is not None else meta.data_root)
-    problems = inspect_audio(df, root)
+    problems = [audio or duration_problem(duration, cfg)
+                for audio, duration in zip(inspect_audio(df, root), df["duration_s"])]
     frame = with_derived_columns(df, problems, meta.labels)
     report_dir = Path(cfg.report_dir)
     summary = validate_frame(
@@ -283,19 +288,12 @@ def run_manifest_gate(
     )
 
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    quarantined = frame["audio_problem"] != ""
-    quarantine = frame.loc[quarantined, ["utt_id", "audio_path", "audio_problem"]]
-    quarantine.set_axis(QUARANTINE_COLUMNS, axis=1).to_csv(out / QUARANTINE_FILE, index=False)
-    gated_path = out / GATED_MANIFEST
-    if summary["success"]:
-        kept = df[~quarantined].reset_index(drop=True)
-        write_manifest(kept, dataclasses.replace(meta, data_root=str(root)), gated_path)
-    else:
-        for stale in (gated_path, meta_path(gated_path)):
-            stale.unlink(missing_ok=True)
+    gated = write_quarantine_and_gated(
+        df, dataclasses.replace(meta, data_root=str(root)), frame["quarantine_reason"],
+        out / QUARANTINE_FILE, out / GATED_MANIFEST, summary["success"],
+    )
 
-    n_rows, n_quarantined = len(df), int(quarantined.sum())
+    n_rows, n_quarantined = len(df), int((frame["quarantine_reason"] != "").sum())
     report_path = write_result(
         report_dir,
         {
@@ -305,7 +303,7 @@ def run_manifest_gate(
             "quarantine_share": n_quarantined / n_rows if n_rows else 0.0,
             "max_quarantine_share": cfg.max_quarantine_share,
             "quarantine": str(out / QUARANTINE_FILE),
-            "gated_manifest": str(gated_path) if summary["success"] else None,
+            "gated_manifest": gated,
         },
     )
     return GateResult(

@@ -2,8 +2,11 @@
 import json
 from pathlib import Path
 
+import pandas as pd
+
 from components.config import Params, as_dict
 from components.prepare.manifest import build_manifest
+from components.prepare.records import CorpusLayoutError
 from components.prepare.schema import ManifestMeta, write_manifest
 from components.tracking import stage_run
 
@@ -28,6 +31,19 @@ def load(params: Params, corpus: str, data_dir: Path | None, out: Path):
     return load_corpus(corpus, data_dir, **options), data_dir, None
 
 
+def require_some_audio(df: pd.DataFrame, corpus: str, root: Path) -> None:
+    """A corpus none of whose clips has a readable header is the wrong folder (or its audio is
+    elsewhere): one clear error here rather than every row quarantined by the gate."""
+    if (df["sample_rate"] > 0).any():
+        return
+    example = root / df["audio_path"].iloc[0]
+    why = "cannot be read" if example.exists() else "does not exist"
+    raise CorpusLayoutError(
+        f"{corpus}: none of the {len(df)} labelled clips has readable audio under {root} "
+        f"(e.g. {example} {why})"
+    )
+
+
 def run_prepare(params: Params, corpus: str, data_dir: Path | None, out: Path) -> ManifestMeta:
     """Write `out/manifest.parquet`, its metadata JSON and `out/excluded.csv`; log to MLflow."""
     with stage_run("prepare", params.tracking, {"prepare": as_dict(params.prepare),
@@ -37,6 +53,7 @@ def run_prepare(params: Params, corpus: str, data_dir: Path | None, out: Path) -
             loaded, corpus, root, params.base.labels, params.prepare.label_map,
             params.prepare.min_agreement, params.prepare.split, params.base.seed, corpus_labels,
         )
+        require_some_audio(df, corpus, root)
         write_manifest(df, meta, out / "manifest.parquet")
         excluded.to_csv(out / "excluded.csv", index=False)
         summary = {

@@ -2,8 +2,8 @@
 
 Every way an input can be unusable ends in an `AudioInputError` whose message names the
 problem, so a served batch can answer that row with its own error and go on with the others.
-Silence is not an error: the model still answers, and the caller gets a flag saying the answer
-is about silence.
+Silent or clipped audio is not an error: the model still answers, and the caller gets a flag
+saying what the answer is about. Channels are mixed down by `components.audio_io.downmix`.
 
 A string is a path only when that file exists; otherwise it must be base64 whose decoded bytes
 start with a known audio header. This keeps a short base64 string from being read as a file
@@ -23,14 +23,17 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from components.audio_io import resample, to_mono
+from components.audio_io import SILENCE_DBFS, downmix, resample, rms_dbfs
+from components.features.prosody import CLIP_LEVEL, CLIP_SHARE
 
 SAMPLE_RATE = 16000
-SILENCE_DBFS = -60.0
-"""A clip (or, for stereo, each channel) whose RMS is below this is silent."""
 SILENT = "silent"
+"""Flag: the clip's RMS is below `SILENCE_DBFS`."""
 STEREO_CANCELLED = "stereo_cancelled"
-"""Flag: the channels are out of phase and average to silence; one channel was used instead."""
+"""Flag: the channels cancel in their mean (out of phase); the loudest one was used instead."""
+CLIPPED = "clipped"
+"""Flag: more samples than the features stage allows sit at full scale (distorted loudness and
+voice quality cues)."""
 
 _MAX_PATH_CHARS = 4096
 _DATA_URI = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
@@ -87,9 +90,15 @@ def _looks_like_path(text: str) -> bool:
         or re.search(r"\.[A-Za-z0-9]{2,5}$", text))
 
 
+def _no_value(value) -> bool:
+    """None, NaN (a missing cell) or blank text."""
+    return value is None or (isinstance(value, float) and math.isnan(value)) or \
+        (isinstance(value, str) and not value.strip())
+
+
 def _source(value) -> tuple[str | io.BytesIO, str]:
     """(what soundfile opens, how to name it in messages)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if _no_value(value):
         raise AudioInputError("no audio given (the value is empty)")
     if isinstance(value, (bytes, bytearray, memoryview)):
         data = audio_bytes(value)
@@ -126,7 +135,7 @@ def _not_audio(data: bytes) -> str:
 def audio_bytes(value) -> bytes:
     """The audio bytes of raw bytes or base64 text, never reading a file: what a server that
     must not open paths named by its clients accepts. Bytes that hold base64 text are decoded."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if _no_value(value):
         raise AudioInputError("no audio given (the value is empty)")
     if isinstance(value, (bytes, bytearray, memoryview)):
         data = bytes(value)
@@ -156,20 +165,16 @@ def _file(path: Path) -> str:
     return str(path)
 
 
-def _rms_dbfs(audio: np.ndarray) -> float:
-    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) if audio.size else 0.0
-    return 20.0 * math.log10(rms) if rms > 0 else -math.inf
-
-
 def decode_audio_checked(value, max_duration_s: float = 60.0,
                          ) -> tuple[np.ndarray, list[str]]:
     """(16 kHz mono float32 samples, flags) of a file path, base64 text or raw bytes in any
     format soundfile reads, at any rate, mono or multichannel.
 
-    Flags: `silent` (RMS below -60 dBFS) and `stereo_cancelled` (channels out of phase that
-    average to silence: the loudest channel is used instead). Raises `AudioInputError` for a
-    missing or empty file, bytes that are not audio, zero samples, non-finite samples, or a
-    clip longer than `max_duration_s` (checked from the header before decoding).
+    Flags: `silent` (RMS below -60 dBFS), `stereo_cancelled` (channels out of phase that
+    cancel in their mean: the loudest channel is used instead) and `clipped`. Raises
+    `AudioInputError` for a missing or empty file, bytes that are not audio, zero samples,
+    non-finite samples, or a clip longer than `max_duration_s` (checked from the header before
+    decoding).
     """
     source, name = _source(value)
     try:
@@ -190,16 +195,13 @@ def decode_audio_checked(value, max_duration_s: float = 60.0,
     _check_duration(frames.shape[0] / sr, max_duration_s, name)
     if not np.all(np.isfinite(frames)):
         raise AudioInputError(f"{name} has samples that are not finite numbers")
-    flags: list[str] = []
-    mono = to_mono(frames)
-    if frames.shape[1] > 1 and _rms_dbfs(mono) < SILENCE_DBFS:
-        channel_db = [_rms_dbfs(frames[:, c]) for c in range(frames.shape[1])]
-        if max(channel_db) >= SILENCE_DBFS:
-            flags.append(STEREO_CANCELLED)
-            mono = frames[:, int(np.argmax(channel_db))]
+    mono, cancelled = downmix(frames)
+    flags = [STEREO_CANCELLED] if cancelled else []
+    if np.mean(np.abs(mono) >= CLIP_LEVEL) > CLIP_SHARE:
+        flags.append(CLIPPED)
     audio = resample(np.ascontiguousarray(mono, dtype=np.float32), int(sr), SAMPLE_RATE)
     audio = np.asarray(audio, dtype=np.float32)
-    if _rms_dbfs(audio) < SILENCE_DBFS:
+    if rms_dbfs(audio) < SILENCE_DBFS:
         flags.append(SILENT)
     return audio, flags
 

@@ -55,11 +55,15 @@ class ClipInput:
 
 
 def cues_of(row: dict) -> dict:
-    """The measured levels and values of a features row, JSON-ready (NaN -> None)."""
+    """The measured levels and values of a features row, JSON-ready (NaN -> None), and
+    `pitch_reference`: whose pitch cut points the pitch level is relative to (the gender
+    estimated from the voice for new audio, the corpus's label for the features stage's clips)."""
     out: dict = {k: (str(row[k]) if row.get(k) is not None else None) for k in LEVEL_FIELDS}
     for key in CUE_VALUES:
         value = row.get(key)
         out[key] = None if value is None or not math.isfinite(float(value)) else float(value)
+    out["pitch_reference"] = row.get("pitch_reference") or (
+        f"labelled {row['gender']}" if row.get("gender") else None)
     return out
 
 
@@ -98,16 +102,18 @@ class Predictor:
 
     # ------------------------------------------------------------------ inputs
     def measure_audio(self, audio: list[np.ndarray], speakers: list[str | None] | None = None,
-                      ) -> list[ClipInput]:
+                      transcripts: list[str | None] | None = None) -> list[ClipInput]:
         """Transcript, cues and prosody vector of raw 16 kHz clips, measured with the
         features stage's code against the training corpus's levels. Clips of one named
-        speaker are normalised over each other, as in training."""
+        speaker are normalised over each other, as in training. A given transcript is used as
+        the clip's reference (no speech recognition), as the features stage does."""
         with tempfile.TemporaryDirectory() as tmp:
             paths = []
             for i, clip in enumerate(audio):
                 paths.append(Path(tmp) / f"clip{i:05d}.wav")
                 sf.write(paths[-1], np.asarray(clip, dtype=np.float32), SR, subtype="FLOAT")
-            feats = clip_cues(paths, self.task["asr"], self.folder / LEVELS_FILE, speakers)
+            feats = clip_cues(paths, self.task["asr"], self.folder / LEVELS_FILE, speakers,
+                              transcripts)
         prosody = [None] * len(audio)
         if self._stats is not None:
             prosody = list(clip_vectors(np.array(feats["egemaps"].tolist()), self._stats,
@@ -255,11 +261,14 @@ class Predictor:
         return results
 
     def predict_audio(self, audio: list[np.ndarray], speakers: list[str | None] | None = None,
-                      rationale: bool = True, batch_size: int = 8) -> list[dict]:
-        """Raw 16 kHz mono clips -> one result per clip (see `predict_clips`)."""
+                      rationale: bool = True, batch_size: int = 8,
+                      transcripts: list[str | None] | None = None) -> list[dict]:
+        """Raw 16 kHz mono clips -> one result per clip (see `predict_clips`); a clip's given
+        transcript replaces speech recognition (most of the time of a short clip)."""
         if not audio:
             return []
-        return self.predict_clips(self.measure_audio(audio, speakers), rationale, batch_size)
+        return self.predict_clips(self.measure_audio(audio, speakers, transcripts), rationale,
+                                  batch_size)
 
 
 DTYPES = ("float32", "bfloat16", "int8")
@@ -306,7 +315,7 @@ def load_predictor(folder: Path | str, max_new_tokens: int = 96,
 
 def frames_of(frames_dir: Path | str, utt_ids: list[str]) -> dict[str, np.ndarray]:
     """The features stage's frame features of these clips (float32)."""
-    from components.speechlm.collate import load_frames
+    from components.features.frames import load_frames
 
     return {u: np.asarray(a, dtype=np.float32)
             for u, a in load_frames(frames_dir, set(utt_ids)).items()}

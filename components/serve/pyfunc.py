@@ -1,8 +1,9 @@
 """The served model: an MLflow pyfunc over a self-contained model folder.
 
-Input: a DataFrame with `audio` (base64 text of audio in any format soundfile reads) and an
-optional `speaker` (clips of one named speaker in a request are normalised
-over each other, as in training). Output: one row per input, in order: transcript, label,
+Input: a DataFrame with `audio` (base64 text of audio in any format soundfile reads), an
+optional `speaker` (clips of one named speaker in a request are normalised over each other,
+as in training) and an optional `transcript` (a client with its own speech recognition skips
+the model's: most of the time of a short clip). Output: one row per input, in order: transcript, label,
 probabilities and cues as JSON text, rationale, well_formed, flags (JSON list, e.g.
 `["silent"]`) and error. Probabilities and cues are JSON text rather than nested objects: a
 string column has one schema whatever the label set or the cues measured, and survives every
@@ -36,6 +37,7 @@ OUTPUT_COLUMNS = ("transcript", "label", "probabilities", "rationale", "cues", "
 SERVING_REQUIREMENTS = (
     "mlflow", "torch", "transformers", "tokenizers", "safetensors", "peft", "numpy", "pandas",
     "scipy", "soundfile", "opensmile", "praat-parselmouth", "pocketsphinx", "pyyaml", "tqdm",
+    "jiwer",
 )
 """Distributions serving imports, pinned to the installed versions when a model is logged."""
 TRAINING_RECORDS = ("checkpoints", "eval.json")
@@ -66,7 +68,8 @@ def _as_json(value) -> str | None:
 
 
 def answer_rows(predictor, values: list, speakers: list[str | None], rationale: bool,
-                max_duration_s: float, batch_size: int, allow_paths: bool) -> list[dict]:
+                max_duration_s: float, batch_size: int, allow_paths: bool,
+                transcripts: list[str | None] | None = None) -> list[dict]:
     """One result per input (`components.serve.rows.predict_rows`); without `allow_paths`
     every value must be base64 or bytes, never a path on the server."""
     from components.serve.inputs import AudioInputError, audio_bytes
@@ -79,9 +82,11 @@ def answer_rows(predictor, values: list, speakers: list[str | None], rationale: 
             usable.append((i, value if allow_paths else audio_bytes(value)))
         except AudioInputError as exc:
             results[i] = {**EMPTY, "flags": [], "error": str(exc)}
+    transcripts = transcripts or [None] * len(values)
     answers = predict_rows(predictor, [v for _, v in usable], [speakers[i] for i, _ in usable],
                            rationale=rationale, max_duration_s=max_duration_s,
-                           batch_size=batch_size) if usable else []
+                           batch_size=batch_size,
+                           transcripts=[transcripts[i] for i, _ in usable]) if usable else []
     for (i, _), answer in zip(usable, answers, strict=True):
         results[i] = answer
     return results
@@ -113,11 +118,13 @@ class EmoReasonModel(mlflow.pyfunc.PythonModel):
             raise ValueError("the input needs an `audio` column (base64 audio per row)")
         rationale = bool((params or {}).get("rationale", True))
         values = [None if _missing(v) else v for v in model_input["audio"].tolist()]
-        speakers = [None if _missing(s) or s == "" else str(s)
-                    for s in (model_input["speaker"].tolist() if "speaker" in model_input
-                              else [None] * len(values))]
+        speakers, transcripts = (
+            [None if _missing(v) or str(v).strip() == "" else str(v)
+             for v in (model_input[column].tolist() if column in model_input
+                       else [None] * len(values))]
+            for column in ("speaker", "transcript"))
         rows = answer_rows(self.predictor, values, speakers, rationale, self.max_duration_s,
-                           self.batch_size, self.allow_paths)
+                           self.batch_size, self.allow_paths, transcripts)
         return pd.DataFrame([{  # object columns: a missing value stays None (JSON null)
             "transcript": row["transcript"], "label": row["label"],
             "probabilities": _as_json(row["probabilities"]), "rationale": row["rationale"],
@@ -193,7 +200,7 @@ mlflow.models.set_model(EmoReasonModel())
 
 
 def signature():
-    """Input: `audio` (base64 text), optional `speaker`; output: every column optional text
+    """Input: `audio` (base64 text), optional `speaker` and `transcript`; output: every column optional text
     but `well_formed` (an answer's fields are null on an error row). Written out, not
     inferred from one answer, whose nulls would depend on what that answer held."""
     from mlflow.models import ModelSignature, infer_signature
@@ -203,7 +210,8 @@ def signature():
     outputs = [ColSpec("boolean" if name == "well_formed" else "string", name, required=False)
                for name in OUTPUT_COLUMNS]
     return ModelSignature(inputs=Schema([ColSpec("string", "audio"),
-                                         ColSpec("string", "speaker", required=False)]),
+                                         ColSpec("string", "speaker", required=False),
+                                         ColSpec("string", "transcript", required=False)]),
                           outputs=Schema(outputs), params=params)
 
 

@@ -12,14 +12,18 @@ EMPTY = {"transcript": None, "label": None, "probabilities": None, "rationale": 
 
 def predict_rows(predictor, values: list, speakers: list[str | None] | None = None,
                  rationale: bool = True, max_duration_s: float = 60.0,
-                 batch_size: int = 8) -> list[dict]:
+                 batch_size: int = 8, transcripts: list[str | None] | None = None,
+                 ) -> list[dict]:
     """One dict per input, in order: the predictor's fields plus `flags` (e.g. silence) and
     `error` (None, or why this input was not answered). `values`: file paths or base64
     audio; `speakers`: optional speaker per input (clips of one speaker are normalised over
-    each other)."""
+    each other); `transcripts`: optional transcript per input (given, it replaces speech
+    recognition for that clip)."""
     speakers = list(speakers) if speakers is not None else [None] * len(values)
-    if len(speakers) != len(values):
-        raise ValueError(f"{len(values)} inputs but {len(speakers)} speakers")
+    transcripts = list(transcripts) if transcripts is not None else [None] * len(values)
+    for name, given in (("speakers", speakers), ("transcripts", transcripts)):
+        if len(given) != len(values):
+            raise ValueError(f"{len(values)} inputs but {len(given)} {name}")
     results: list[dict] = [{}] * len(values)
     good, audio, flags = [], [], {}
     for i, value in enumerate(values):
@@ -34,12 +38,13 @@ def predict_rows(predictor, values: list, speakers: list[str | None] | None = No
     if good:
         try:
             answers = predictor.predict_audio(audio, [speakers[i] for i in good], rationale,
-                                              batch_size)
+                                              batch_size, [transcripts[i] for i in good])
         except Exception:  # noqa: BLE001 (a clip's failure must not take the others down)
             answers = []
             for i, clip in zip(good, audio):
                 try:
-                    answers += predictor.predict_audio([clip], [speakers[i]], rationale, 1)
+                    answers += predictor.predict_audio([clip], [speakers[i]], rationale, 1,
+                                                       [transcripts[i]])
                 except Exception as exc:  # noqa: BLE001
                     answers.append({**EMPTY, "error": f"prediction failed: "
                                                       f"{type(exc).__name__}: {exc}"})

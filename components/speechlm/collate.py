@@ -9,70 +9,57 @@ import pandas as pd
 import torch
 
 from components.audio_io import read_audio
-from components.features.frames import iter_shard
+from components.features.frames import load_frames
 from components.paths import resolve_audio_path
 from components.speechlm.encoders import collate_frames, n_audio_tokens
 from components.speechlm.formats import answer_span
-from components.speechlm.prosody_vector import training_vectors
-from components.speechlm.sft_data import example_prompt
-
-IGNORE = -100
-
-
-def load_frames(frames_dir: Path | str, utt_ids: set[str] | None = None) -> dict[str, np.ndarray]:
-    """utt_id -> [T, 83] frame features from the features stage's shards."""
-    frames_dir = Path(frames_dir)
-    index_path = frames_dir / "index.parquet"
-    if not index_path.exists():
-        raise FileNotFoundError(f"frame index not found: {index_path} (run the features stage "
-                                "with features.frames: true)")
-    index = pd.read_parquet(index_path)
-    wanted = index if utt_ids is None else index[index["utt_id"].isin(utt_ids)]
-    out = {}
-    for shard in sorted(set(wanted["shard"])):
-        for utt_id, array in iter_shard(frames_dir / shard):
-            if utt_ids is None or utt_id in utt_ids:
-                out[utt_id] = array
-    missing = sorted(set(wanted["utt_id"]) - set(out)) if utt_ids is None else \
-        sorted(utt_ids - set(out))
-    if missing:
-        raise ValueError(f"no frame features for {len(missing)} clips, e.g. {missing[:3]}")
-    return out
+from components.speechlm.model import IGNORE
+from components.speechlm.prosody_vector import population_vectors, training_vectors
+from components.speechlm.sft_data import POPULATION_NORM, SPEAKER_NORM, example_prompt
 
 
 class AudioSource:
     """The audio inputs of a clip: frame features from the shards (frames encoder) or the
     waveform featurized by the encoder itself (Whisper), and its prosody vector when the model
-    has a prosody token."""
+    has a prosody token: speaker-normalised (`prosody`) or, for examples marked so,
+    population-normalised (`population_prosody`)."""
 
     def __init__(self, model, frames: dict[str, np.ndarray] | None = None,
                  audio_paths: dict[str, Path] | None = None,
-                 prosody: dict[str, np.ndarray] | None = None):
+                 prosody: dict[str, np.ndarray] | None = None,
+                 population_prosody: dict[str, np.ndarray] | None = None):
         self.model, self.frames, self.audio_paths = model, frames, audio_paths or {}
         if model.config.prosody_dim and prosody is None:
             raise ValueError("the model has a prosody token: give the clips' prosody vectors")
         self.prosody = prosody if model.config.prosody_dim else None
+        self.population_prosody = population_prosody if model.config.prosody_dim else None
 
     @classmethod
     def from_features(cls, model, frames_dir: Path | str, manifest: pd.DataFrame,
                       data_root: Path | str, utt_ids: set[str],
-                      features: pd.DataFrame | None = None) -> AudioSource:
+                      features: pd.DataFrame | None = None,
+                      stats: dict | None = None) -> AudioSource:
         """`features`: the features table, read for the prosody vectors when the model has a
-        prosody token."""
-        prosody = None
+        prosody token; `stats`: the training population's eGeMAPS statistics, for the
+        population-normalised vectors."""
+        prosody = population = None
         if model.config.prosody_dim:
             if features is None:
                 raise ValueError("the model has a prosody token: pass the features table")
             prosody = training_vectors(features, utt_ids)
+            population = None if stats is None else population_vectors(features, utt_ids, stats)
         if model.config.encoder == "frames":
-            return cls(model, frames=load_frames(frames_dir, utt_ids), prosody=prosody)
+            return cls(model, frames=load_frames(frames_dir, utt_ids), prosody=prosody,
+                       population_prosody=population)
         rows = manifest[manifest["utt_id"].isin(utt_ids)]
         return cls(model, audio_paths={r.utt_id: resolve_audio_path(r.audio_path, data_root)
-                                       for r in rows.itertuples()}, prosody=prosody)
+                                       for r in rows.itertuples()}, prosody=prosody,
+                   population_prosody=population)
 
-    def batch(self, utt_ids: list[str]) -> tuple[dict[str, torch.Tensor], list[int]]:
+    def batch(self, utt_ids: list[str], norms: list[str] | None = None,
+              ) -> tuple[dict[str, torch.Tensor], list[int]]:
         """(model inputs: audio_values, audio_mask and prosody_values if any; input frames
-        per clip)."""
+        per clip). `norms`: each clip's prosody normalisation (speaker when not given)."""
         if self.frames is not None:
             arrays = [self.frames[u] for u in utt_ids]
             values, mask = collate_frames(arrays)
@@ -83,8 +70,26 @@ class AudioSource:
             n_frames = [int(m.sum()) for m in mask]
         inputs = {"audio_values": values, "audio_mask": mask}
         if self.prosody is not None:
-            inputs["prosody_values"] = torch.from_numpy(np.stack([self.prosody[u] for u in utt_ids]))
+            norms = norms or [SPEAKER_NORM] * len(utt_ids)
+            inputs["prosody_values"] = torch.from_numpy(np.stack(
+                [self._prosody(u, norm) for u, norm in zip(utt_ids, norms)]))
         return inputs, n_frames
+
+    def _prosody(self, utt_id: str, norm: str) -> np.ndarray:
+        if norm == SPEAKER_NORM:
+            return self.prosody[utt_id]
+        if norm != POPULATION_NORM:
+            raise ValueError(f"unknown prosody normalisation {norm!r}")
+        if self.population_prosody is None:
+            raise ValueError("an example asks for a population-normalised prosody vector: "
+                             "build the AudioSource with the training population's statistics")
+        return self.population_prosody[utt_id]
+
+
+def _clips(examples: list[dict]) -> tuple[list[str], list[str]]:
+    """(utt_ids, prosody normalisations) of a batch of examples."""
+    return ([e["utt_id"] for e in examples],
+            [e.get("prosody_norm", SPEAKER_NORM) for e in examples])
 
 
 class SpeechCollator:
@@ -123,7 +128,7 @@ class SpeechCollator:
         return self.tokenizer.eos_token or ""
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
-        audio, n_frames = self.source.batch([e["utt_id"] for e in examples])
+        audio, n_frames = self.source.batch(*_clips(examples))
         rows, labels, weights = [], [], []
         for example, frames in zip(examples, n_frames):
             prompt = self.prompt_ids(example, frames)
@@ -153,7 +158,7 @@ class SpeechCollator:
 
     def generation_batch(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         """Prompts only, left-padded, for `generate`."""
-        audio, n_frames = self.source.batch([e["utt_id"] for e in examples])
+        audio, n_frames = self.source.batch(*_clips(examples))
         rows = [self.prompt_ids(e, f) for e, f in zip(examples, n_frames)]
         width = max(len(r) for r in rows)
         pad = self.tokenizer.pad_token_id

@@ -17,8 +17,10 @@ Two transcript sources (`transcript_source`):
 
 A target without a rationale (rationale None, used for evaluation clips that have none) drops
 the Rationale line, or the rationale inside <think> (the whole <think> block when nothing is
-left in it). Transcripts and rationales are written on one line (whitespace collapsed), so a
-line-start key can only come from the format itself.
+left in it). Transcripts, rationales and captions are free text: written on one line
+(whitespace collapsed), so a line-start key ("Emotion: happy") can only come from the format
+itself, and with their format tags and chat special tokens disarmed (`neutralise`), so words
+that contain them neither abort training or prediction nor break the structure.
 
 Perception tasks (`pitch`, `energy`, `rate`, `intonation`) ask one question about the voice;
 their target is the measured level word alone ("high"), the shortest answer to score.
@@ -31,6 +33,14 @@ from functools import lru_cache
 from components.distill.lexicon import emotion_words, label_forms
 from components.features.captions import CONTOURS
 from components.features.levels import TERTILE_LEVELS
+from components.markup import (
+    ANSWER_CLOSE,
+    ANSWER_OPEN,
+    FORMAT_TAG,
+    SPECIAL_TOKEN,
+    THINK_CLOSE,
+    THINK_OPEN,
+)
 
 FORMATS = ("explain_after", "reason_first")
 TRANSCRIPT_SOURCES = ("model", "asr")
@@ -49,7 +59,6 @@ SYSTEM_PROMPT = ("You are an expert listener. You hear a speech recording and ju
 CUES_HINT = "pitch, loudness, speaking rate, pauses and intonation"
 NO_TRANSCRIPT = "(no words recognised)"
 
-_TAG = re.compile(r"<\s*/?\s*(?:think|answer)\s*>", re.IGNORECASE)
 _KEY = re.compile(
     r"^[ \t]*[-*_#>]*[ \t]*(transcript|emotion|label|rationale|reasoning|explanation)"
     r"[ \t]*[*_]*[ \t]*:[*_]*[ \t]*",
@@ -57,10 +66,11 @@ _KEY = re.compile(
 )
 _KEY_FIELD = {"transcript": "transcript", "emotion": "label", "label": "label",
               "rationale": "rationale", "reasoning": "rationale", "explanation": "rationale"}
-_THINK = re.compile(r"<\s*think\s*>(.*?)(<\s*/\s*think\s*>|(?=<\s*answer\s*>)|\Z)",
-                    re.IGNORECASE | re.DOTALL)
-_ANSWER = re.compile(r"<\s*answer\s*>(.*?)(<\s*/\s*answer\s*>|\Z)", re.IGNORECASE | re.DOTALL)
-_THINK_CLOSE = re.compile(r"<\s*/\s*think\s*>", re.IGNORECASE)
+_THINK = re.compile(
+    f"{THINK_OPEN.pattern}(.*?)({THINK_CLOSE.pattern}|(?={ANSWER_OPEN.pattern})|\\Z)",
+    re.IGNORECASE | re.DOTALL)
+_ANSWER = re.compile(f"{ANSWER_OPEN.pattern}(.*?)({ANSWER_CLOSE.pattern}|\\Z)",
+                     re.IGNORECASE | re.DOTALL)
 _TRANSCRIPT_LINE = re.compile(r"\A\s*transcript\s*:[ \t]*([^\n]*)\n?", re.IGNORECASE)
 _EDGE_PUNCT = ".,;:!?*\"'`()[]{}<>_- \t\n"
 
@@ -73,12 +83,30 @@ def _check_mode(fmt: str, transcript_source: str) -> None:
                          f"expected one of {TRANSCRIPT_SOURCES}")
 
 
-def _one_line(value: object, what: str) -> str:
-    """`value` with whitespace collapsed; an error for non-text or the format's own tags."""
+def neutralise(text: object, what: str, audio_token: str | None = None) -> str:
+    """Free text (a transcript, rationale or caption) on one line, with what the format or
+    the chat template would read as structure disarmed: a <think>/<answer> tag becomes
+    "[think]" / "[/answer]", a chat special token (`<|im_end|>`, the `<|audio|>` placeholder)
+    and `audio_token` lose their brackets ("[audio]"). A transcript is whatever was said (or
+    what the ASR made of it): it must neither abort SFT or prediction nor close a block, add
+    an audio slot or end the chat turn. An error only for non-text."""
+    if not isinstance(text, str):
+        raise TypeError(f"{what} must be a string, got {type(text).__name__}")
+    if audio_token:
+        text = text.replace(audio_token, " [audio] ")
+    text = FORMAT_TAG.sub(
+        lambda m: f"[{'/' if '/' in m.group(0) else ''}{m.group(1).lower()}]", text)
+    text = SPECIAL_TOKEN.sub(lambda m: f"[{m.group(1).strip()}]", text)
+    return " ".join(text.split())
+
+
+def _label(value: object) -> str:
+    """A label of the label set, whitespace collapsed; an error for non-text or markup (labels
+    are configuration, not free text)."""
     if not isinstance(value, str):
-        raise TypeError(f"{what} must be a string, got {type(value).__name__}")
-    if _TAG.search(value):
-        raise ValueError(f"{what} contains a <think>/<answer> tag: {value[:80]!r}")
+        raise TypeError(f"label must be a string, got {type(value).__name__}")
+    if FORMAT_TAG.search(value) or SPECIAL_TOKEN.search(value):
+        raise ValueError(f"label {value[:80]!r} contains a tag or special token")
     return " ".join(value.split())
 
 
@@ -130,16 +158,16 @@ def build_prompt(task: str, fmt: str, transcript_source: str, transcript: str | 
         raise ValueError(f"audio_token must be a non-empty string, got {audio_token!r}")
     parts = [f"Listen to this recording: {audio_token * n_audio_tokens}"] if n_audio_tokens else []
     if task == SER_TASK:
-        labels = [_one_line(label, "label") for label in label_set]
+        labels = [_label(label) for label in label_set]
         if not labels or not all(labels):
             raise ValueError(f"label_set must hold non-empty labels, got {label_set!r}")
         if transcript_source == "asr":
             if transcript is None:
                 raise ValueError("transcript_source 'asr' needs the transcript for the prompt")
-            text = _one_line(transcript, "transcript")
+            text = neutralise(transcript, "transcript", audio_token)
             parts.append(f"Transcript: {text or NO_TRANSCRIPT}")
         if prosody is not None:
-            parts.append(f"How it is said: {_one_line(prosody, 'prosody caption')}")
+            parts.append(f"How it is said: {neutralise(prosody, 'prosody caption', audio_token)}")
         parts.append(_ser_instruction(fmt, transcript_source, ", ".join(labels)))
     else:
         question, answers = PERCEPTION_TASKS[task]
@@ -155,16 +183,16 @@ def _target_parts(fmt: str, transcript_source: str, transcript: str | None, labe
                   rationale: str | None) -> tuple[str, str, str]:
     """(text before the label, label, text after it): one definition for targets and scoring."""
     _check_mode(fmt, transcript_source)
-    label = _one_line(label, "label")
+    label = _label(label)
     if not label:
         raise ValueError("label is empty")
     text = None
     if transcript_source == "model":
         if transcript is None:
             raise ValueError("transcript_source 'model' needs the transcript for the target")
-        text = _one_line(transcript, "transcript")
+        text = neutralise(transcript, "transcript")
     if rationale is not None:
-        rationale = _one_line(rationale, "rationale")
+        rationale = neutralise(rationale, "rationale")
         if not rationale:
             raise ValueError("rationale is empty (pass None for a target without one)")
     if fmt == "explain_after":
@@ -270,9 +298,10 @@ def _clean(value: str | None) -> str | None:
 
 def _parse_explain_after(text: str) -> tuple[dict, bool, str | None]:
     """(fields, structure ok, text to look for a label in)."""
-    bounds, seen = [], set()
+    bounds, seen, repeated = [], set(), False
     for match in _KEY.finditer(text):
         field = _KEY_FIELD[match.group(1).lower()]
+        repeated |= field in seen
         if field not in seen:
             seen.add(field)
             bounds.append((field, match.start(), match.end()))
@@ -284,7 +313,7 @@ def _parse_explain_after(text: str) -> tuple[dict, bool, str | None]:
         fields[field] = text[end:stop]
     order = [field for field, _, _ in bounds]
     in_order = order == [f for f in ("transcript", "label", "rationale") if f in fields]
-    ok = in_order and "label" in fields and "rationale" in fields \
+    ok = in_order and not repeated and "label" in fields and "rationale" in fields \
         and not text[:bounds[0][1]].strip()
     return fields, ok, fields.get("label")
 
@@ -303,7 +332,7 @@ def _parse_reason_first(text: str) -> tuple[dict, bool, str | None]:
         fields["label"] = answer.group(1)
         label_text = answer.group(1)
     elif think:
-        closed = _THINK_CLOSE.search(text)
+        closed = THINK_CLOSE.search(text)
         label_text = text[closed.end():] if closed else None
     else:
         label_text = text

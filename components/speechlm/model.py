@@ -34,6 +34,10 @@ from components.speechlm.encoders import (
     stack_size,
 )
 
+IGNORE = -100
+"""Label of a position the loss skips (prompt, padding, unmeasured perception targets): the
+default `ignore_index` of torch's cross-entropy and of transformers' and TRL's losses."""
+
 WHISPER_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
 """The attention projections of a Whisper encoder layer that `encoder_lora_r` adapts."""
 
@@ -204,10 +208,6 @@ class SpeechLMForCausalLM(SpeechLMPreTrainedModel, GenerationMixin):
         """Placeholders to insert for a clip with `n_frames` encoder input frames."""
         return n_audio_tokens(self.config, n_frames)
 
-    def soft_token_counts(self, audio_mask: torch.Tensor) -> list[int]:
-        """Placeholders per clip for a batch from `featurize` (its audio_mask)."""
-        return [self.n_audio_tokens(int(n)) for n in audio_mask.sum(-1).tolist()]
-
     def featurize(self, audio16k) -> tuple[torch.Tensor, torch.Tensor]:
         """(audio_values, audio_mask) of raw 16 kHz mono clips for the configured encoder."""
         return self.model.audio_encoder.featurize(audio16k)
@@ -288,7 +288,7 @@ class SpeechLMForCausalLM(SpeechLMPreTrainedModel, GenerationMixin):
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
     ) -> CausalLMOutputWithPast:
-        """Logits, and the shifted next-token cross-entropy over labels != -100 when labels are given."""
+        """Logits, and the shifted next-token cross-entropy over labels != IGNORE when labels are given."""
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -304,7 +304,7 @@ class SpeechLMForCausalLM(SpeechLMPreTrainedModel, GenerationMixin):
         logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
         loss = None
         if labels is not None:
-            loss = self.loss_function(logits=logits, labels=labels,
+            loss = self.loss_function(logits=logits, labels=labels, ignore_index=IGNORE,
                                       vocab_size=self.config.text_config.vocab_size, **kwargs)
         return CausalLMOutputWithPast(
             loss=loss,

@@ -23,8 +23,8 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.nn import functional as F
 
-from components.speechlm.collate import IGNORE
 from components.speechlm.formats import PERCEPTION_TASKS
+from components.speechlm.model import IGNORE
 
 CLASSIFIER_FILE = "encoder_classifier.safetensors"
 CLASSIFIER_FORMAT = "emoreason-encoder-classifier-v1"

@@ -6,7 +6,10 @@ whether its pitch is high *for this voice*, and speaker-normalised eGeMAPS was t
 single cue measured on real speech. Training reads the features stage's `egemaps_spknorm`. At
 prediction time the speaker's statistics come from the clips given together when they are one
 speaker's, else from the training population saved beside the model (global standardisation:
-weaker, because the speaker is unknown).
+weaker, because the speaker is unknown). So that a served clip of an unknown speaker is not
+out of distribution, a share of the training examples (`sft.population_norm_share`) gets the
+population-normalised vector instead (`population_vectors`, the same `clip_vectors` as at
+prediction time).
 """
 from __future__ import annotations
 
@@ -27,13 +30,27 @@ def finite(vectors: np.ndarray) -> np.ndarray:
     return np.nan_to_num(np.asarray(vectors, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
 
 
-def training_vectors(features: pd.DataFrame, utt_ids: set[str]) -> dict[str, np.ndarray]:
-    """utt_id -> the features stage's speaker-normalised eGeMAPS, made finite."""
+def _rows(features: pd.DataFrame, utt_ids: set[str]) -> pd.DataFrame:
     rows = features[features["utt_id"].isin(utt_ids)]
     missing = sorted(utt_ids - set(rows["utt_id"]))
     if missing:
         raise ValueError(f"no eGeMAPS features for {len(missing)} clips, e.g. {missing[:3]}")
+    return rows
+
+
+def training_vectors(features: pd.DataFrame, utt_ids: set[str]) -> dict[str, np.ndarray]:
+    """utt_id -> the features stage's speaker-normalised eGeMAPS, made finite."""
+    rows = _rows(features, utt_ids)
     return {u: finite(v) for u, v in zip(rows["utt_id"], rows["egemaps_spknorm"])}
+
+
+def population_vectors(features: pd.DataFrame, utt_ids: set[str], stats: dict,
+                       ) -> dict[str, np.ndarray]:
+    """utt_id -> the raw eGeMAPS normalised with the population statistics `stats`, as
+    `clip_vectors` normalises a served clip whose speaker is unknown."""
+    rows = _rows(features, utt_ids)
+    vectors = clip_vectors(np.array(rows["egemaps"].tolist(), dtype=np.float64), stats)
+    return dict(zip(rows["utt_id"], vectors))
 
 
 def population_stats(features: pd.DataFrame, utt_ids: set[str]) -> dict:

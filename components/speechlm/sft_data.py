@@ -8,7 +8,11 @@ Each example is a plain, JSON-ready dict:
 - `target`: the text the model learns to write (`formats.format_target`);
 - `label`: the consensus label (SER; None for perception);
 - `level`: the measured level that is the answer (perception; None for SER);
-- `rationale`: the rationale in the target (SER with a kept rationale; else None).
+- `rationale`: the rationale in the target (SER with a kept rationale; else None);
+- `prosody_norm`: how the clip's prosody token is normalised, `speaker` (over the speaker's
+  clips, the features stage's `egemaps_spknorm`) or `population` (with the training
+  population's statistics, as a served clip of an unknown speaker is): round(
+  population_norm_share x examples) of each split, drawn with the seed.
 
 The prompt is not stored: how many soft audio tokens a clip gets depends on the encoder, so
 the collator builds it at batch time with `example_prompt(example, label_set, n_audio_tokens,
@@ -47,6 +51,8 @@ from components.speechlm.formats import (
 log = logging.getLogger(__name__)
 
 TRAIN_SPLIT = "train"
+SPEAKER_NORM, POPULATION_NORM = "speaker", "population"
+"""The two normalisations of the prosody token's vector (see `prosody_norm` above)."""
 PERCEPTION_COLUMNS = {"pitch": "pitch_level", "energy": "energy_level", "rate": "rate_level",
                       "intonation": "intonation"}
 """Perception task -> features.parquet column holding its measured level."""
@@ -62,6 +68,8 @@ class SftDataConfig:
     perception_ratio: float = 0.5
     """Perception examples per SER example, per split; 0 leaves them out (the ablation)."""
     perception_tasks: list[str] = field(default_factory=lambda: list(PERCEPTION_TASKS))
+    population_norm_share: float = 0.3
+    """Share of the examples, per split, whose prosody token is population-normalised."""
     splits: list[str] = field(default_factory=lambda: [TRAIN_SPLIT])
     seed: int = 1234
     label_only_fallback: bool = False
@@ -86,6 +94,9 @@ def _check_config(cfg: SftDataConfig) -> None:
         raise ValueError(f"unknown perception tasks {unknown}; known: {list(PERCEPTION_TASKS)}")
     if len(set(cfg.perception_tasks)) != len(cfg.perception_tasks):
         raise ValueError(f"perception_tasks repeats a task: {cfg.perception_tasks}")
+    if not 0 <= cfg.population_norm_share <= 1:
+        raise ValueError(f"population_norm_share must be within [0, 1], "
+                         f"got {cfg.population_norm_share!r}")
     if cfg.perception_ratio > 0 and not cfg.perception_tasks:
         raise ValueError("perception_ratio > 0 needs at least one perception task")
     if not cfg.splits:
@@ -151,7 +162,16 @@ def _example(clip: dict, cfg: SftDataConfig, task: str, target: str, label: str 
              level: str | None = None, rationale: str | None = None) -> dict:
     return {"utt_id": clip["utt_id"], "split": clip["split"], "task": task, "fmt": cfg.fmt,
             "transcript_source": cfg.transcript_source, "transcript": _text(clip["transcript"]),
-            "target": target, "label": label, "level": level, "rationale": rationale}
+            "target": target, "label": label, "level": level, "rationale": rationale,
+            "prosody_norm": SPEAKER_NORM}
+
+
+def _assign_norms(examples: list[dict], share: float, rng: random.Random) -> None:
+    """Mark round(share x len(examples)) of the examples, drawn with `rng`,
+    population-normalised."""
+    n = math.floor(share * len(examples) + 0.5)
+    for i in rng.sample(range(len(examples)), n):
+        examples[i]["prosody_norm"] = POPULATION_NORM
 
 
 def _perception_picks(clips: list[dict], n: int, tasks: list[str], rng: random.Random,
@@ -198,6 +218,7 @@ def build_sft_examples(features: pd.DataFrame, manifest: pd.DataFrame, rationale
 
     examples: list[dict] = []
     for split in cfg.splits:
+        first = len(examples)
         in_split = [c for c in clips if c["split"] == split]
         ser_clips, no_label, no_rationale = [], 0, 0
         for clip in in_split:
@@ -222,6 +243,8 @@ def build_sft_examples(features: pd.DataFrame, manifest: pd.DataFrame, rationale
             level = clip[PERCEPTION_COLUMNS[task]]
             examples.append(_example(clip, cfg, task, format_target(
                 task, cfg.fmt, cfg.transcript_source, None, level, None), level=level))
+        _assign_norms(examples[first:], cfg.population_norm_share,
+                      random.Random(f"{cfg.seed}:{split}:prosody"))
         log.info("sft data %s: %d SER and %d perception examples from %d clips; left out %d "
                  "without a consensus label and %d without a kept rationale", split,
                  len(ser_clips), n_perception, len(in_split), no_label, no_rationale)
@@ -262,9 +285,9 @@ def example_prompt(example: dict, label_set: list[str] | tuple[str, ...], n_audi
 
 def split_summary(examples: list[dict]) -> dict:
     """Counts per split: examples per task, SER labels, perception levels, SER examples with
-    a rationale."""
+    a rationale, examples per prosody normalisation."""
     summary: dict = {"examples": len(examples), "tasks": {}, "labels": {}, "levels": {},
-                     "with_rationale": {}}
+                     "with_rationale": {}, "prosody_norm": {}}
     for split in sorted({e["split"] for e in examples}):
         rows = [e for e in examples if e["split"] == split]
         ser = [e for e in rows if e["task"] == SER_TASK]
@@ -275,4 +298,6 @@ def split_summary(examples: list[dict]) -> dict:
             for task in sorted({e["task"] for e in rows} - {SER_TASK})
         }
         summary["with_rationale"][split] = sum(e["rationale"] is not None for e in ser)
+        summary["prosody_norm"][split] = dict(sorted(Counter(e["prosody_norm"]
+                                                             for e in rows).items()))
     return summary

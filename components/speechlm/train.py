@@ -5,15 +5,20 @@ when prosody enhancement is on (components.speechlm.pretrain). Loss is on the ta
 only (the collator masks the prompt and audio placeholders); the encoder then trains at its
 own, lower learning rate with the projectors, the LM's LoRA adapter at the main one; the
 label's tokens weigh `answer_weight` times the rest of the target in the loss.
-Checkpoints each epoch (a re-run resumes from the last one), early stopping on the dev loss,
-and after training the dev clips are decoded: label accuracy against the majority-class rate,
-well-formed share, prosody-perception accuracy against chance, and a table of sample
-generations.
+Checkpoints each epoch (or every `save_steps`) outside the model folder, under a key of the
+run's inputs, params and code (`checkpoint_folder`): DVC deletes a stage's outputs before it
+runs, so a killed `dvc repro` resumes from the last complete checkpoint instead of starting
+over, and the folder is removed once the model is saved. Early stopping on the dev loss,
+and after training the dev clips are decoded: label accuracy against the majority-class rate
+(with the speaker known, and unknown: population-normalised prosody), well-formed share,
+prosody-perception accuracy against chance, and a table of sample generations.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -22,15 +27,19 @@ import pandas as pd
 import torch
 from torch.nn import functional as F
 
-from components.config import Params, SFTConfig
+from components.cache_keys import code_hash
+from components.config import Params, SFTConfig, as_dict
 from components.distill.stage import read_records
 from components.prepare.schema import read_manifest
-from components.speechlm.collate import IGNORE, AudioSource, SpeechCollator
+from components.speechlm.collate import AudioSource, SpeechCollator
 from components.speechlm.formats import PERCEPTION_TASKS, parse_output
-from components.speechlm.pretrain import pretrain_encoder
+from components.speechlm.model import IGNORE
+from components.speechlm.pretrain import CLASSIFIER_FILE, pretrain_encoder
 from components.speechlm.prosody_vector import PROSODY_DIM, population_stats, save_stats
 from components.speechlm.sft_data import (
     PERCEPTION_COLUMNS,
+    POPULATION_NORM,
+    SPEAKER_NORM,
     SftDataConfig,
     build_sft_examples,
     perception_probes,
@@ -47,7 +56,8 @@ def sft_examples(cfg: SFTConfig, seed: int) -> tuple[list[dict], list[dict], pd.
     rationales = read_records(cfg.rationales)
     data_cfg = SftDataConfig(fmt=cfg.format, transcript_source=cfg.transcript_source,
                              perception_ratio=cfg.perception_ratio, splits=["train", "dev"],
-                             seed=seed, max_rationale_words=cfg.max_target_words)
+                             seed=seed, max_rationale_words=cfg.max_target_words,
+                             population_norm_share=cfg.population_norm_share)
     examples = build_sft_examples(features, manifest, rationales, data_cfg)
     train = [e for e in examples if e["split"] == "train"]
     dev = [e for e in examples if e["split"] == "dev"]
@@ -100,16 +110,29 @@ def generate(model, collator: SpeechCollator, examples: list[dict], max_new_toke
 
 def evaluate(model, collator: SpeechCollator, dev: list[dict], label_set: list[str],
              cfg: SFTConfig, train_labels: list[str]) -> dict:
-    """Decoded dev accuracy vs the majority-class rate, and perception accuracy on every
-    measured question of the same clips vs chance and the best constant answer."""
+    """Decoded dev accuracy vs the majority-class rate, with the speaker known (the prosody
+    token speaker-normalised, as the evaluate stage feeds it) and unknown (population-normalised,
+    as for a single served clip); perception accuracy on every measured question of the same
+    clips vs chance and the best constant answer. Without a prosody token nothing depends on
+    the speaker: both accuracies are the same decoding."""
     ser = [e for e in dev if e["task"] == "ser"]
-    ser = [ser[i] for i in spread(len(ser), cfg.eval_clips)]
-    texts = generate(model, collator, ser, max_new_tokens=48 + int(cfg.max_target_words * 1.6))
-    parsed = [parse_output(t, cfg.format, label_set) for t in texts]
+    ser = [{**ser[i], "prosody_norm": SPEAKER_NORM} for i in spread(len(ser), cfg.eval_clips)]
+    max_new_tokens = 48 + int(cfg.max_target_words * 1.6)
+
+    def decode(examples: list[dict]) -> tuple[list[str], list[dict], float]:
+        texts = generate(model, collator, examples, max_new_tokens=max_new_tokens)
+        parsed = [parse_output(t, cfg.format, label_set) for t in texts]
+        hits = sum(p["label"] == e["label"] for p, e in zip(parsed, examples))
+        return texts, parsed, hits / len(examples)
+
+    texts, parsed, accuracy = decode(ser)
+    unknown = accuracy if collator.source.prosody is None else \
+        decode([{**e, "prosody_norm": POPULATION_NORM} for e in ser])[2]
     majority = Counter(train_labels).most_common(1)[0][0]
     result = {
         "dev_clips": len(ser),
-        "dev_accuracy": sum(p["label"] == e["label"] for p, e in zip(parsed, ser)) / len(ser),
+        "dev_accuracy": accuracy,
+        "dev_accuracy_unknown_speaker": unknown,
         "dev_well_formed": sum(p["well_formed"] for p in parsed) / len(ser),
         "majority_label": majority,
         "majority_rate": sum(e["label"] == majority for e in ser) / len(ser),
@@ -181,6 +204,41 @@ def sample_callback(model, collator: SpeechCollator, examples: list[dict], label
     return SampleGenerations()
 
 
+PRETRAINED_FILE = "pretrained.json"
+"""The encoder warm-up's metrics, kept with the checkpoints (a resumed run does not redo it)."""
+
+
+def checkpoint_folder(params: Params) -> Path:
+    """`sft.checkpoint_dir/<key>`: the key hashes the sft params (but where the model goes),
+    the seed, the transcriber, the content of every input file and the training code, so a
+    re-run of the same training resumes and any change starts afresh."""
+    cfg = params.sft
+    files = [Path(cfg.features), Path(cfg.manifest), Path(cfg.rationales), Path(cfg.levels)]
+    frames = Path(cfg.frames)
+    files += sorted(p for p in frames.rglob("*") if p.is_file()) if frames.is_dir() else []
+    contents = {}
+    for path in files:
+        with path.open("rb") as fh:
+            contents[str(path)] = hashlib.file_digest(fh, "sha256").hexdigest()
+    spec = {k: v for k, v in as_dict(cfg).items() if k not in ("out", "checkpoint_dir")}
+    payload = json.dumps({"sft": spec, "seed": params.base.seed, "asr": params.features.asr,
+                          "inputs": contents, "code": code_hash(__name__)}, sort_keys=True)
+    return Path(cfg.checkpoint_dir) / hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def last_checkpoint(folder: Path) -> Path | None:
+    """The newest complete `checkpoint-<step>` in `folder` (the Trainer writes its state file
+    last, so one without a readable state was cut short by a kill: it is removed)."""
+    done: dict[int, Path] = {}
+    for path in folder.glob("checkpoint-*"):
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+            done[int(path.name.rpartition("-")[2])] = path
+        except (OSError, ValueError):
+            shutil.rmtree(path)
+    return done[max(done)] if done else None
+
+
 def train_sft(params: Params, out: Path) -> dict:
     """Train, evaluate, save the model folder to `out`; log it all to MLflow."""
     import mlflow
@@ -188,7 +246,6 @@ def train_sft(params: Params, out: Path) -> dict:
     from transformers import EarlyStoppingCallback
     from trl import SFTConfig as TRLConfig
 
-    from components.config import as_dict
     from components.speechlm.io import build_speechlm, save_speechlm, write_task
     from components.tracking import stage_run
 
@@ -203,25 +260,40 @@ def train_sft(params: Params, out: Path) -> dict:
             lora_dropout=cfg.lora_dropout, prosody_dim=PROSODY_DIM if cfg.prosody_token else 0)
         utt_ids = {e["utt_id"] for e in train + dev}
         features = pd.read_parquet(cfg.features)
+        # One set of population statistics: for the training examples marked so and in the
+        # folder, for clips of unknown speakers at prediction time.
+        stats = population_stats(features, {e["utt_id"] for e in train}) \
+            if cfg.prosody_token else None
         source = AudioSource.from_features(model, cfg.frames, manifest, data_root, utt_ids,
-                                           features)
+                                           features, stats)
         collator = SpeechCollator(tokenizer, source, label_set, answer_weight=cfg.answer_weight)
-        resume = any((out / "checkpoints").glob("checkpoint-*"))
-        # A resumed run reloads the encoder from its checkpoint: no second warm-up.
-        pretrained = {} if resume else pretrain_encoder(
-            model, source.batch, labelled_clips(train), labelled_clips(dev), label_set,
-            cfg.encoder_pretrain_epochs, cfg.encoder_pretrain_learning_rate,
-            seed=params.base.seed, levels=perception_levels(features, cfg.perception_ratio),
-            log=lambda metrics, epoch: mlflow.log_metrics(metrics, step=epoch),
-            classifier_out=out)
+        checkpoints = checkpoint_folder(params)
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        resume = last_checkpoint(checkpoints)
+        if resume is not None and (checkpoints / PRETRAINED_FILE).exists():
+            # The checkpoint holds the warmed-up encoder as trained since: no second warm-up.
+            pretrained = json.loads((checkpoints / PRETRAINED_FILE).read_text())
+            print(f"sft: resuming from {resume}", flush=True)
+        else:
+            resume = None
+            pretrained = pretrain_encoder(
+                model, source.batch, labelled_clips(train), labelled_clips(dev), label_set,
+                cfg.encoder_pretrain_epochs, cfg.encoder_pretrain_learning_rate,
+                seed=params.base.seed, levels=perception_levels(features, cfg.perception_ratio),
+                log=lambda metrics, epoch: mlflow.log_metrics(metrics, step=epoch),
+                classifier_out=checkpoints)
+            (checkpoints / PRETRAINED_FILE).write_text(json.dumps(pretrained))
         steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
         dev_ser = [e for e in dev if e["task"] == "ser"]
+        every = "steps" if cfg.save_steps else "epoch"
         args = TRLConfig(
-            output_dir=str(out / "checkpoints"), per_device_train_batch_size=cfg.batch_size,
+            output_dir=str(checkpoints), per_device_train_batch_size=cfg.batch_size,
             per_device_eval_batch_size=cfg.batch_size, num_train_epochs=cfg.epochs,
             max_steps=cfg.max_steps, learning_rate=cfg.learning_rate, lr_scheduler_type="cosine",
             warmup_steps=max(1, steps_per_epoch // 5), logging_steps=max(1, steps_per_epoch // 5),
-            eval_strategy="epoch", save_strategy="epoch", save_total_limit=2,
+            eval_strategy=every, save_strategy=every, eval_steps=cfg.save_steps or None,
+            save_steps=cfg.save_steps or None, save_total_limit=2,
+            restore_callback_states_from_checkpoint=True,
             load_best_model_at_end=True, metric_for_best_model="eval_loss",
             greater_is_better=False, use_cpu=True, bf16=False, seed=params.base.seed,
             remove_unused_columns=False, dataset_kwargs={"skip_prepare_dataset": True},
@@ -238,18 +310,21 @@ def train_sft(params: Params, out: Path) -> dict:
             ],
         )
         start = time.perf_counter()
-        trainer.train(resume_from_checkpoint=True if resume else None)
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         minutes = (time.perf_counter() - start) / 60
         result = evaluate(model, collator, dev, label_set, cfg,
                           [e["label"] for e in train if e["task"] == "ser"])
         save_speechlm(model, tokenizer, out)
+        if (checkpoints / CLASSIFIER_FILE).exists():
+            shutil.copy2(checkpoints / CLASSIFIER_FILE, out / CLASSIFIER_FILE)
         if cfg.prosody_token:
-            save_stats(out, population_stats(features, {e["utt_id"] for e in train}))
+            save_stats(out, stats)
         write_task(out, cfg.format, cfg.transcript_source, label_set, params.features.asr,
                    cfg.levels)
         summary = {
             "train_minutes": round(minutes, 2),
             "steps": trainer.state.global_step,
+            "resumed_at_step": int(resume.name.rpartition("-")[2]) if resume else 0,
             "examples": split_summary(train + dev),
             **pretrained,
             **{k: v for k, v in result.items() if k != "samples"},
@@ -257,6 +332,7 @@ def train_sft(params: Params, out: Path) -> dict:
         (out / "eval.json").write_text(json.dumps({**summary, "samples": result["samples"]},
                                                   indent=2) + "\n")
         mlflow.log_metrics({"dev_accuracy": result["dev_accuracy"],
+                            "dev_accuracy_unknown_speaker": result["dev_accuracy_unknown_speaker"],
                             "dev_well_formed": result["dev_well_formed"],
                             "majority_rate": result["majority_rate"],
                             "train_minutes": minutes,
@@ -265,7 +341,10 @@ def train_sft(params: Params, out: Path) -> dict:
         mlflow.log_table({k: [str(s[k]) for s in result["samples"]]
                           for k in ("utt_id", "label", "predicted", "output")},
                          "dev_generations.json")
+    shutil.rmtree(checkpoints)  # the model is saved: nothing left to resume
     print(f"sft: {summary['steps']} steps in {minutes:.1f} min; dev accuracy "
-          f"{result['dev_accuracy']:.3f} (majority {result['majority_rate']:.3f}), well-formed "
+          f"{result['dev_accuracy']:.3f}, speaker unknown "
+          f"{result['dev_accuracy_unknown_speaker']:.3f} (majority "
+          f"{result['majority_rate']:.3f}), well-formed "
           f"{result['dev_well_formed']:.3f}; perception {result.get('perception_accuracy')}")
     return summary

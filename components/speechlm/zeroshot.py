@@ -4,12 +4,14 @@ prompted with the transcript and the prosody caption as text.
 It measures what the LM makes of the cues before any training, so evaluation can show what SFT
 and RL add. Its folder is a model folder like SFT's (`task.json` says `"inputs": "text"`) and
 `emoreason predict` runs it on any WAV: the clip's transcript and caption are measured with the
-features stage's own code against the training corpus's levels, saved beside the model (an
-unknown speaker's F0 median is the clip's own).
+features stage's own code against the training corpus's levels, saved beside the model. The
+speaker's gender is unknown, so the pitch cut points are those of the gender group nearest
+the voice's F0 (`pitch_reference`).
 """
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -102,13 +104,41 @@ def build_zero_shot(params: Params, out: Path) -> dict:
     return result
 
 
+def pitch_reference(levels: dict, corpus: str, f0_hz: float | None) -> tuple[str, str]:
+    """(gender group whose pitch cut points to use, what the output says about it) for a
+    voice of F0 median `f0_hz` whose gender is unknown.
+
+    Pitch levels are fitted per corpus x gender because a 200 Hz median is high for a man and
+    low for a woman. The group is the one whose typical F0 (the geometric mean of its tertile
+    cuts, about its median) is nearest the voice's in semitones: with the usual adult medians
+    (about 120-130 Hz male, 210-220 Hz female) the boundary falls near 165 Hz, the threshold
+    commonly used between them, but it comes from the training corpus's own voices. Groups
+    without cut points of their own (too few clips) and `unknown` gender are not candidates.
+    A voice far from its group's norm (a man shouting at 250 Hz) is misjudged; several clips
+    of one speaker, judged by their common median, are safer than one clip.
+    """
+    groups = levels["pitch"][corpus]
+    own = {g: e["cuts"] for g, e in groups.items()
+           if e.get("source") == "gender" and g != "unknown"}
+    if not own:
+        return min(groups), "corpus (no gender-specific cut points)"
+    if f0_hz is None or not math.isfinite(f0_hz) or f0_hz <= 0:
+        return min(own), f"{min(own)}, by default (no voiced F0)"
+    gender = min(own, key=lambda g: abs(math.log2(f0_hz / math.sqrt(own[g][0] * own[g][1]))))
+    return gender, f"estimated {gender} (F0 {f0_hz:.0f} Hz)"
+
+
 def clip_cues(paths: list[Path], asr: str, levels_path: Path,
-              speakers: list[str | None] | None = None) -> pd.DataFrame:
+              speakers: list[str | None] | None = None,
+              transcripts: list[str | None] | None = None) -> pd.DataFrame:
     """Features of arbitrary audio files (transcript, prosody, levels, caption, eGeMAPS),
     measured as the features stage does, against saved levels: those of the (first) training
-    corpus and gender. Clips of a named speaker share the F0 search band; an unnamed clip is
-    its own speaker."""
-    from components.features.stage import build_features
+    corpus and, for pitch, of the gender group nearest each speaker's F0 median
+    (`pitch_reference`, a column saying which). Clips of a named speaker share the F0 search
+    band and the group; an unnamed clip is its own speaker. A clip's given transcript is its
+    reference: `asr` transcribes only the others."""
+    from components.features.extract import ClipJob, clip_f0_median
+    from components.features.stage import build_features, speaker_medians
 
     levels = load_levels(levels_path)
     corpus = min(levels["pause"])
@@ -117,11 +147,20 @@ def clip_cues(paths: list[Path], asr: str, levels_path: Path,
     df = pd.DataFrame({
         "utt_id": ids,
         "audio_path": [str(p.relative_to(p.anchor)) for p in resolved],
-        "transcript": "", "corpus": corpus, "gender": min(levels["pitch"][corpus]),
-        "split": "test",
+        "transcript": [t or "" for t in transcripts or [None] * len(ids)],
+        "corpus": corpus, "split": "test",
         "speaker": [s if s else u for s, u in zip(speakers or [None] * len(ids), ids)],
     })
     with tempfile.TemporaryDirectory() as tmp:
         cfg = FeaturesConfig(workers=1, asr=asr, frames=False, cache_dir=str(Path(tmp) / "cache"))
+        # The features stage's F0 first pass; cached, so build_features reads it back.
+        medians = [clip_f0_median(ClipJob(
+            utt_id=u, audio=str(p), asr=asr, asr_on_reference=cfg.asr_on_reference,
+            frames=cfg.frames, cache_dir=str(Path(cfg.cache_dir).resolve())))
+            for u, p in zip(ids, resolved)]
+        chosen = {speaker: pitch_reference(levels, corpus, f0)
+                  for speaker, f0 in speaker_medians(df, medians).items()}
+        df["gender"] = [chosen[s][0] for s in df["speaker"]]
         feats, _ = build_features(df, Path(resolved[0].anchor), cfg, Path(tmp), levels)
+    feats["pitch_reference"] = [chosen[s][1] for s in feats["speaker"]]
     return feats

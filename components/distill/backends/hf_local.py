@@ -27,7 +27,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import cached_file
 
 from components.config import TeacherConfig
-from components.distill.backends import TeacherStats, request_seed
+from components.distill.backends.base import TeacherStats, request_seed
 from components.distill.records import TeacherReply, TeacherRequest
 from components.models.bundled import resolve_model
 

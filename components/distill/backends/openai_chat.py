@@ -18,11 +18,24 @@ from urllib.parse import urlsplit
 import httpx
 
 from components.config import TeacherConfig
-from components.distill.backends import TeacherStats, request_seed
+from components.distill.backends.base import TeacherStats, request_seed
 from components.distill.records import TeacherReply, TeacherRequest
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
-"""Hosts that may be reached without an API key (a local vLLM or Ollama server)."""
+"""Hosts that may be reached without an API key, or with one over plain http (a local vLLM or
+Ollama server: the traffic never leaves the machine)."""
+
+
+def check_endpoint(url: str, has_key: bool, allow_insecure_http: bool, param: str) -> None:
+    """Refuse to send an API key as a Bearer header in clear text: with a key set, a plain
+    `http://` URL to a host other than this machine is an error naming `param`, the switch
+    that allows it (e.g. on a trusted private network)."""
+    parts = urlsplit(url)
+    if has_key and parts.scheme == "http" and parts.hostname not in LOCAL_HOSTS \
+            and not allow_insecure_http:
+        raise ValueError(
+            f"refusing to send the API key unencrypted to {parts.hostname} over http://: use "
+            f"https://, or set {param}: true if the network is trusted")
 
 
 def retry_after_s(value: str | None) -> float | None:
@@ -46,7 +59,8 @@ class OpenAIChatTeacher:
     name = "openai"
 
     def __init__(self, cfg: TeacherConfig, seed: int = 0, backoff_s: float = 0.5,
-                 max_backoff_s: float = 60.0):
+                 max_backoff_s: float = 60.0, section: str = "distill.teacher"):
+        """`section`: where `cfg` comes from in params.yaml, named in configuration errors."""
         parts = urlsplit(cfg.openai_base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"openai_base_url must be an http(s) URL, got {cfg.openai_base_url!r}")
@@ -58,6 +72,8 @@ class OpenAIChatTeacher:
             raise ValueError(
                 f"no API key for {parts.hostname}: set the environment variable "
                 f"{cfg.openai_api_key_env} (only a local endpoint may run without one)")
+        check_endpoint(cfg.openai_base_url, self._key is not None, cfg.allow_insecure_http,
+                       f"{section}.allow_insecure_http")
         self.cfg = cfg
         self.seed = seed
         self.url = cfg.openai_base_url.rstrip("/") + "/chat/completions"
