@@ -40,6 +40,9 @@ bench: install
 	$(PY) benchmarks/bench_distill.py
 	$(PY) benchmarks/bench_sft.py
 	$(PY) benchmarks/bench_serve.py
+	$(PY) benchmarks/bench_rl.py
+	$(PY) benchmarks/bench_prosody_ravdess.py
+	$(PY) benchmarks/bench_resume.py
 
 clean:
 	rm -rf data reports mlflow.db mlartifacts

@@ -7,7 +7,7 @@ folder, on a small demo corpus, so the project's data, models, caches and MLflow
 left alone. Per stage it prints what the kill left (cached clips, cached generations, the last
 complete checkpoint), what the re-run reused, and whether the outputs match a clean
 `dvc repro -f` of the same stage with its caches removed.
-Run: python benchmarks/bench_resume.py [--clips 40] [--sft-steps 8] [--keep]
+Run: python benchmarks/bench_resume.py [--clips 40] [--sft-steps 8] [--stages sft] [--keep]
 """
 import argparse
 import hashlib
@@ -68,14 +68,55 @@ def kill_during(work: Path, env: dict, stage: str, ready) -> float:
     return time.perf_counter() - start
 
 
-def digest(work: Path, names: list[str]) -> dict[str, str]:
-    out = {}
+def contents(work: Path, names: list[str]) -> dict[str, object]:
+    """What each output holds, read as data rather than bytes: tables as data frames, tensor
+    files as arrays by name, JSON as objects (a safetensors or parquet writer may order its
+    metadata differently from one process to the next while the values are the same)."""
+    import pandas as pd
+    from safetensors.numpy import load_file
+
+    out: dict[str, object] = {}
     for name in names:
         path = work / name
         for f in sorted(path.rglob("*")) if path.is_dir() else [path]:
-            if f.is_file():
-                out[str(f.relative_to(work))] = hashlib.sha256(f.read_bytes()).hexdigest()
+            if not f.is_file():
+                continue
+            key = str(f.relative_to(work))
+            if f.suffix == ".parquet":
+                out[key] = pd.read_parquet(f)
+            elif f.suffix == ".safetensors":
+                out[key] = load_file(f)
+            elif f.suffix == ".json":
+                out[key] = json.loads(f.read_text())
+            else:
+                out[key] = hashlib.sha256(f.read_bytes()).hexdigest()
     return out
+
+
+def differences(a: dict[str, object], b: dict[str, object]) -> dict[str, str]:
+    """Per file that differs, what differs (missing, columns, tensors with the largest gap)."""
+    import numpy as np
+    import pandas as pd
+
+    found = {}
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        if x is None or y is None:
+            found[key] = "only in one run"
+        elif isinstance(x, pd.DataFrame):
+            if not x.equals(y):
+                cols = [c for c in x.columns if c not in y or not x[c].equals(y[c])]
+                found[key] = f"columns differ: {cols[:8]}" if cols else "index or order differs"
+        elif isinstance(x, dict) and x and all(isinstance(v, np.ndarray) for v in x.values()):
+            gaps = {n: float(np.abs(x[n].astype("float64") - y[n].astype("float64")).max())
+                    for n in x if n in y and x[n].shape == y[n].shape}
+            gaps = {n: g for n, g in gaps.items() if g > 0}
+            if set(x) != set(y) or gaps:
+                worst = sorted(gaps.items(), key=lambda kv: -kv[1])[:3]
+                found[key] = f"{len(gaps)}/{len(x)} tensors differ, largest: {worst}"
+        elif x != y:
+            found[key] = "differs"
+    return found
 
 
 def main() -> None:
@@ -83,6 +124,8 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=40)
     parser.add_argument("--sft-steps", type=int, default=8)
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument("--stages", nargs="+", default=["features", "distill", "sft"],
+                        choices=["features", "distill", "sft"])
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="emoreason-resume-"))
     copy_project(work)
@@ -107,6 +150,8 @@ def main() -> None:
     report = {}
     for stage, upstream in (("features", "manifest_gate"), ("distill", "features_gate"),
                             ("sft", "rationales_gate")):
+        if stage not in args.stages:
+            continue
         repro(work, env, upstream)
         killed_after = kill_during(work, env, stage, ready[stage])
         left = {"features": lambda: len(rows()),
@@ -126,10 +171,13 @@ def main() -> None:
         if stage == "sft":
             entry["resumed_at_step"] = json.loads(
                 (work / "models/sft/eval.json").read_text())["resumed_at_step"]
-        resumed = digest(work, OUTPUTS[stage])
+        resumed = contents(work, OUTPUTS[stage])
         shutil.rmtree(work / CACHES[stage], ignore_errors=True)
         entry["clean_s"] = round(repro(work, env, "-f", "-s", stage), 1)
-        entry["outputs_equal"] = resumed == digest(work, OUTPUTS[stage])
+        diff = differences(resumed, contents(work, OUTPUTS[stage]))
+        entry["outputs_equal"] = not diff
+        if diff:
+            entry["differences"] = diff
         report[stage] = entry
         print(f"{stage}: {json.dumps(entry)}", flush=True)
     print(json.dumps(report, indent=2))

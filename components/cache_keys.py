@@ -12,6 +12,7 @@ import ast
 import functools
 import hashlib
 import importlib.util
+import json
 from pathlib import Path
 
 
@@ -77,3 +78,19 @@ def code_hash(*modules: str) -> str:
     for module in sorted(trees):
         digest.update(f"{module}\0{trees[module]}\0".encode())
     return digest.hexdigest()
+
+
+def run_key(spec: dict, inputs: list[Path], module: str) -> str:
+    """16 hex digits naming one training run: its settings (`spec`, JSON-able), the content
+    of every input file (folders: every file in them) and the code of `module`, so a re-run
+    of the same training finds its checkpoints and any change starts afresh."""
+    files: list[Path] = []
+    for path in map(Path, inputs):
+        files += sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    contents = {}
+    for path in files:
+        with path.open("rb") as fh:
+            contents[str(path)] = hashlib.file_digest(fh, "sha256").hexdigest()
+    payload = json.dumps({"spec": spec, "inputs": contents, "code": code_hash(module)},
+                         sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -111,6 +111,33 @@ def cmd_sft(args: argparse.Namespace, params: Params) -> None:
     train_sft(params, Path(args.out or cfg.out))
 
 
+ABLATIONS = {
+    "no_tau": "the reasoning reward without the trust weight tau",
+    "no_schedule": "the reasoning reward from the first step",
+    "outcome_only": "the outcome reward alone",
+}
+
+
+def cmd_rl(args: argparse.Namespace, params: Params) -> None:
+    from components.rl.stage import run_rl
+
+    cfg = params.rl
+    cfg.out = args.out or cfg.out
+    if args.max_steps:
+        cfg.max_steps = args.max_steps
+    if args.workers:
+        cfg.ray.num_workers = args.workers
+    if args.ray_address:
+        cfg.ray.address = args.ray_address
+    if args.ablation == "no_tau":
+        cfg.ptr.tau = False
+    elif args.ablation == "no_schedule":
+        cfg.ptr.schedule = False
+    elif args.ablation == "outcome_only":
+        cfg.rewards = {"outcome": 1.0}
+    run_rl(params)
+
+
 def cmd_zeroshot(args: argparse.Namespace, params: Params) -> None:
     from components.speechlm.zeroshot import build_zero_shot
 
@@ -167,7 +194,8 @@ def cmd_predict(args: argparse.Namespace, params: Params) -> int:
     from components.serve.predictor import load_predictor
     from components.serve.rows import predict_rows
 
-    predictor = load_predictor(Path(args.model), dtype=params.serve.dtype)
+    predictor = load_predictor(Path(args.model), dtype=params.serve.dtype,
+                               device=params.base.device)
     speakers = ["speaker"] * len(args.clips) if args.same_speaker else None
     if args.transcript is not None and len(args.transcript) != len(args.clips):
         raise ValueError(f"--transcript was given {len(args.transcript)} times for "
@@ -324,6 +352,23 @@ def build_parser() -> argparse.ArgumentParser:
                     help="ablation: no speaker-normalised eGeMAPS token")
     st.set_defaults(func=cmd_sft)
 
+    rl = sub.add_parser(
+        "rl", help="GRPO-PTR reinforcement learning from the SFT model on Ray Train",
+        description="G sampled completions per training clip, rewarded for format, outcome "
+                    "and reasoning (rl.rewards), the reasoning reward trust-weighted and "
+                    "switched on once the running accuracy reaches rl.ptr.accuracy_threshold; "
+                    "LoRA updates with a KL penalty to the SFT model. Runs on a local Ray, or "
+                    "on rl.ray.address. Checkpoints every rl.save_steps and resumes. Writes "
+                    "the model folder and rl.json; logs every step to MLflow.",
+    )
+    rl.add_argument("--out", help="model folder (default rl.out)")
+    rl.add_argument("--max-steps", type=int, help="GRPO steps (default rl.max_steps)")
+    rl.add_argument("--workers", type=int, help="Ray Train workers (default rl.ray.num_workers)")
+    rl.add_argument("--ray-address", help="a Ray cluster (default rl.ray.address: local)")
+    rl.add_argument("--ablation", choices=sorted(ABLATIONS),
+                    help="; ".join(f"{k}: {v}" for k, v in ABLATIONS.items()))
+    rl.set_defaults(func=cmd_rl)
+
     zs = sub.add_parser(
         "zeroshot", help="the base-LM zero-shot baseline: model folder and its dev accuracy",
         description="The SpeechLM class with LoRA off and no audio, prompted with the "
@@ -390,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "the measured cues. A file that cannot be used gets its own error and the "
                     "others are still answered; the exit status is 2 when some failed.",
     )
-    pr.add_argument("--model", required=True, help="a model folder written by `emoreason sft` or `emoreason zeroshot`")
+    pr.add_argument("--model", required=True, help="a model folder written by `emoreason sft`, `rl` or `zeroshot`")
     pr.add_argument("clips", nargs="+", help="audio files (any format soundfile reads)")
     pr.add_argument("--json", action="store_true",
                     help="one JSON object per clip, in order; exit status 2 when some failed")

@@ -37,6 +37,9 @@ class BaseConfig:
     """Seed for everything random (demo corpus, splits, training)."""
     labels: list[str] | None = None
     """Target label set (canonical names). None keeps each corpus's own emotion set."""
+    device: str = "auto"
+    """Where training, evaluation and prediction run: auto (CUDA, else MPS, else CPU), cpu,
+    cuda, cuda:<n> or mps. bf16 on CUDA where the GPU supports it, fp32 elsewhere."""
 
 
 @dataclass
@@ -313,7 +316,7 @@ class EvaluateConfig:
     split: str = "test"
     out: str = "reports/evaluate"
     models: dict[str, str] = field(default_factory=lambda: {
-        "zeroshot": "models/zeroshot", "sft": "models/sft"})
+        "zeroshot": "models/zeroshot", "sft": "models/sft", "rl": "models/rl"})
     """System name -> model folder; folders that do not exist are left out (e.g. rl)."""
     encoder_of: str = "sft"
     """The model whose warmed-up encoder and head give the `encoder` row."""
@@ -355,6 +358,78 @@ class ServeConfig:
 
 
 @dataclass
+class PTRConfig:
+    """The progressive, trust-aware reasoning reward (EmotionThinker's GRPO-PTR)."""
+    tau: bool = True
+    """Weight R_t by the group's trust tau = exp(mu_c - mu_w) when mu_c < mu_w (ablation: false)."""
+    schedule: bool = True
+    """Leave R_t out until the running training accuracy reaches `accuracy_threshold`
+    (ablation: false, R_t from the first step)."""
+    accuracy_threshold: float = 0.5
+    accuracy_window: int = 64
+    """Completions in the running training accuracy."""
+
+
+@dataclass
+class RayTrainConfig:
+    """Where the RL stage's Ray Train workers run."""
+    address: str | None = None
+    """None: a local Ray started for the stage (CPU workers); else a cluster (ray://host:10001
+    or auto)."""
+    num_workers: int = 2
+    """Data-parallel training workers (gradients all-reduced)."""
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 1.0
+    """Used when use_gpu."""
+    reward_actor_cpus: float = 1.0
+    """CPUs of the Ray actor that serves a judge or learned reasoning scorer."""
+
+
+@dataclass
+class RLConfig:
+    """GRPO-PTR from the SFT model: G sampled completions per training clip, rewarded for
+    format, outcome and reasoning, LoRA updates with a KL penalty to the SFT reference."""
+    sft: str = "models/sft"
+    features: str = "data/features/features.parquet"
+    frames: str = "data/features/frames"
+    manifest: str = "data/features_gated/manifest.parquet"
+    out: str = "models/rl"
+    rewards: dict[str, float] = field(default_factory=lambda: {
+        "format": 0.3, "outcome": 1.0, "reasoning": 0.5})
+    """Reward name (see components.rl.rewards.REWARDS) -> weight: R = 0.3 R_f + 1.0 R_o +
+    0.5 tau R_t. `outcome_annotator_aware` may replace `outcome`; a `module:function` key adds
+    a reward of one's own (TRL's reward signature)."""
+    partial_credit: float = 0.5
+    """outcome_annotator_aware: reward of a label some annotator chose but not the consensus."""
+    reasoning_scorer: str = "grounded"
+    """grounded (claims checked against the measured cues) | judge (LLM endpoint) | model
+    (a trained scorer at `reasoning_model`)."""
+    reasoning_model: str | None = None
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    ptr: PTRConfig = field(default_factory=PTRConfig)
+    num_generations: int = 8
+    """G: completions per prompt."""
+    prompts_per_step: int = 1
+    """Prompts per optimizer step, over all workers (each brings G completions)."""
+    max_new_tokens: int = 80
+    temperature: float = 1.0
+    beta: float = 0.04
+    """KL penalty to the SFT reference (the adapter-disabled model with LoRA)."""
+    epsilon: float = 0.2
+    """Clip range of the policy ratio."""
+    learning_rate: float = 1e-5
+    max_steps: int = 8
+    save_steps: int = 2
+    log_completions_steps: int = 2
+    """Steps between tables of sample completions with their rewards."""
+    max_clips: int | None = None
+    """Train on this many training clips (spread over speakers and labels); None: all."""
+    checkpoint_dir: str = ".emoreason/checkpoints/rl"
+    ray: RayTrainConfig = field(default_factory=RayTrainConfig)
+
+
+@dataclass
 class TrackingConfig:
     tracking_uri: str | None = None
     """None: $MLFLOW_TRACKING_URI, else a SQLite file in the project (mlflow.db)."""
@@ -371,6 +446,7 @@ class Params:
     distill: DistillConfig = field(default_factory=DistillConfig)
     rationales_gate: RationalesGateConfig = field(default_factory=RationalesGateConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
     zeroshot: ZeroShotConfig = field(default_factory=ZeroShotConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     register: RegisterConfig = field(default_factory=RegisterConfig)

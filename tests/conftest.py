@@ -39,3 +39,14 @@ def _isolated_services(tmp_path_factory):
     yield
     os.environ.clear()
     os.environ.update(saved)
+
+
+@pytest.fixture
+def stub():
+    """A local OpenAI-compatible chat server (tests.openai_stub), stopped after the test."""
+    from tests.openai_stub import StubChatServer
+
+    server = StubChatServer()
+    server.start()
+    yield server
+    server.stop()

@@ -9,7 +9,6 @@ from components.config import EvaluateConfig, JudgeConfig
 from components.distill.records import ClipCues
 from components.evaluate.judge import CRITERIA, judge_metrics, parse_scores
 from components.evaluate.stage import judged_rationales
-from tests.openai_stub import StubChatServer
 
 
 def test_scores_are_read_from_the_first_complete_object():
@@ -31,14 +30,6 @@ def test_metrics_average_the_judged_clips_and_count_failures():
     assert values["judge_fluency"] == 4.0
     lo, hi = cis["judge_score"]
     assert 0.6 <= lo <= 0.8 <= hi <= 1.0
-
-
-@pytest.fixture
-def stub():
-    server = StubChatServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_a_systems_rationales_are_judged_through_the_endpoint(stub):

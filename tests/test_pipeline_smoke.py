@@ -42,6 +42,8 @@ def project(tmp_path_factory):
     params["sft"].update(lm=tiny, max_steps=2, batch_size=4, eval_clips=2, max_target_words=20,
                          encoder_pretrain_epochs=1)
     params["zeroshot"].update(lm=tiny, eval_clips=2, max_new_tokens=8)
+    params["rl"].update(num_generations=2, prompts_per_step=2, max_new_tokens=8, max_steps=1,
+                        save_steps=1, max_clips=4, checkpoint_dir=str(root / ".checkpoints"))
     params["evaluate"].update(n_boot=100, max_new_tokens=8)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}

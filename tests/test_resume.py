@@ -2,13 +2,7 @@
 with the outputs of a run that was never interrupted: features (per-clip cache), distill
 (generation cache) and SFT (checkpoints outside the model folder, which DVC deletes)."""
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -27,30 +21,11 @@ from components.prepare.manifest import build_manifest
 from components.prepare.schema import write_manifest
 from tests.corpus_fixtures import write_ravdess_fixture
 from tests.openai_stub import StubChatServer
+from tests.processes import cli, kill_when, run
 from tests.sft_fixture import sft_params
 from tests.test_distill_stage import write_inputs
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def cli(params: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "components.cli", "--params", str(params), *args]
-
-
-def kill_when(cmd: list[str], ready: Callable[[], bool], timeout_s: float = 180) -> None:
-    """Run `cmd` in its own process group and SIGKILL the group as soon as `ready()`."""
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + timeout_s
-    try:
-        while not ready():
-            assert proc.poll() is None, "the run ended before the kill"
-            assert time.monotonic() < deadline, "the kill condition never came"
-            time.sleep(0.02)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def rerun(cmd: list[str], outs: Path) -> str:
@@ -58,13 +33,6 @@ def rerun(cmd: list[str], outs: Path) -> str:
     shutil.rmtree(outs, ignore_errors=True)
     return run(cmd)
 
-
-def run(cmd: list[str]) -> str:
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
-                          check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "Traceback" not in done.stderr
-    return done.stdout
 
 
 def test_killed_features_resume_from_the_cache_to_the_same_outputs(tmp_path):

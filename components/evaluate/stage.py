@@ -216,12 +216,13 @@ def collect_systems(params: Params, rows: pd.DataFrame, evaluated: pd.DataFrame,
 
         if (models[cfg.encoder_of] / CLASSIFIER_FILE).exists():
             systems["encoder"], _ = encoder_predictions(models[cfg.encoder_of], evaluated,
-                                                        frames_dir, data_root)
+                                                        frames_dir, data_root,
+                                                        device=params.base.device)
     for name, folder in models.items():
         start = time.perf_counter()
         systems[name], model_labels = speechlm_predictions(
             folder, evaluated, frames_dir, data_root, cfg.rationale, cfg.max_new_tokens,
-            cfg.batch_size)
+            cfg.batch_size, params.base.device)
         if model_labels != labels:
             raise ValueError(f"{folder} was trained on labels {model_labels}, the manifest has "
                              f"{labels}: evaluate it with `emoreason evaluate --model`")

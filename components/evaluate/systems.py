@@ -6,7 +6,7 @@ with what the features stage measured (transcript, cues, frame features, speaker
 prosody vector: the speakers of a test split are known), so evaluation scores the code path
 that serves. The `encoder` row is the SpeechLM's warmed-up encoder with its own
 classification head: what the audio side alone knows, so explanation is never bought with
-accuracy unseen.
+accuracy unseen. Both run on `device`, a `base.device` name.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from components.audio_io import read_audio
+from components.device import resolve_device
 from components.evaluate.baselines import predictions
 from components.paths import resolve_audio_path
 
@@ -28,11 +29,11 @@ def _audio(rows: pd.DataFrame, data_root: str) -> dict[str, np.ndarray]:
 
 def speechlm_predictions(folder: Path, rows: pd.DataFrame, frames_dir: Path, data_root: str,
                          rationale: bool, max_new_tokens: int, batch_size: int,
-                         ) -> tuple[pd.DataFrame, list[str]]:
+                         device: str = "cpu") -> tuple[pd.DataFrame, list[str]]:
     """(predictions of a model folder on `rows` (manifest + features), its label set)."""
     from components.serve.predictor import clips_from_features, frames_of, load_predictor
 
-    predictor = load_predictor(folder, max_new_tokens=max_new_tokens)
+    predictor = load_predictor(folder, max_new_tokens=max_new_tokens, device=device)
     ids = rows["utt_id"].tolist()
     frames = frames_of(frames_dir, ids) if predictor.uses_frames else None
     audio = None if predictor.text_only or frames is not None else _audio(rows, data_root)
@@ -52,14 +53,15 @@ def speechlm_predictions(folder: Path, rows: pd.DataFrame, frames_dir: Path, dat
 
 @torch.no_grad()
 def encoder_predictions(folder: Path, rows: pd.DataFrame, frames_dir: Path, data_root: str,
-                        batch_size: int = 16) -> tuple[pd.DataFrame, list[str]]:
+                        batch_size: int = 16, device: str = "cpu",
+                        ) -> tuple[pd.DataFrame, list[str]]:
     """(predictions of the model folder's warmed-up encoder + head, its label set)."""
     from components.serve.predictor import frames_of
     from components.speechlm.encoders import collate_frames
     from components.speechlm.pretrain import EncoderClassifier
     from components.speechlm.prosody_vector import finite
 
-    classifier = EncoderClassifier.load(folder)
+    classifier = EncoderClassifier.load(folder).to(resolve_device(device))
     ids = rows["utt_id"].tolist()
     frames = frames_of(frames_dir, ids) if classifier.config.encoder == "frames" else None
     audio = _audio(rows, data_root) if frames is None else None
@@ -75,5 +77,5 @@ def encoder_predictions(folder: Path, rows: pd.DataFrame, frames_dir: Path, data
         if classifier.prosody_projector is not None:
             inputs["prosody_values"] = torch.from_numpy(np.stack([finite(prosody[u])
                                                                   for u in chunk]))
-        probs.append(classifier.predict_proba(inputs).numpy())
+        probs.append(classifier.predict_proba(inputs).cpu().numpy())
     return predictions(ids, classifier.labels, np.concatenate(probs)), classifier.labels

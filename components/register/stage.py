@@ -81,7 +81,8 @@ def run_register(params: Params, model_folder: Path | str | None = None,
                    {"register": as_dict(cfg), "serve": as_dict(params.serve)}) as run:
         info = log_pyfunc(Path(model_folder), "model", registered_model_name=cfg.model_name,
                           max_duration_s=params.serve.max_duration_s,
-                          batch_size=params.serve.batch_size, dtype=params.serve.dtype)
+                          batch_size=params.serve.batch_size, dtype=params.serve.dtype,
+                          device=params.base.device)
         version = str(info.registered_model_version)
         client = mlflow.MlflowClient()
         champion_version, champion = current_champion(client, cfg.model_name, cfg.gate_metric)

@@ -26,6 +26,7 @@ import pandas as pd
 import soundfile as sf
 import torch
 
+from components.device import resolve_device, to_device
 from components.distill.records import LEVEL_FIELDS
 from components.features.prosody import SR
 from components.speechlm.encoders import collate_frames, n_audio_tokens
@@ -67,15 +68,17 @@ def cues_of(row: dict) -> dict:
     return out
 
 
-def _left_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input ids, attention mask) of token rows padded on the left, as `generate` takes them."""
+def _left_pad(rows: list[list[int]], pad: int, device: torch.device,
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input ids, attention mask) of token rows padded on the left, as `generate` takes them,
+    on `device`."""
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):
         ids[i, width - len(row):] = torch.tensor(row)
         mask[i, width - len(row):] = 1
-    return ids, mask
+    return ids.to(device), mask.to(device)
 
 
 def _positions(mask: torch.Tensor) -> torch.Tensor:
@@ -92,6 +95,8 @@ class Predictor:
         self.fmt, self.source = task["format"], task["transcript_source"]
         self.text_only = task.get("inputs", "audio") == "text"
         self.max_new_tokens = max_new_tokens
+        self.device = model.device
+        """Where the model is: every input is moved there."""
         config = model.config
         self._stats = load_stats(self.folder) if config.prosody_dim and not self.text_only \
             else None
@@ -135,7 +140,8 @@ class Predictor:
                                                   tokenize=True, return_dict=False)
 
     def _audio(self, clips: list[ClipInput]) -> tuple[dict, list[int]]:
-        """Model audio inputs of a batch and the input frames per clip."""
+        """Model audio inputs of a batch (on the model's device) and the input frames per
+        clip."""
         if self.text_only:
             return {}, [0] * len(clips)
         if self.uses_frames and all(c.frames is not None for c in clips):
@@ -145,7 +151,7 @@ class Predictor:
         inputs = {"audio_values": values, "audio_mask": mask}
         if self.model.config.prosody_dim:
             inputs["prosody_values"] = torch.from_numpy(np.stack([c.prosody for c in clips]))
-        return inputs, [int(n) for n in mask.sum(-1).tolist()]
+        return to_device(inputs, self.device), [int(n) for n in mask.sum(-1).tolist()]
 
     # ------------------------------------------------------------------ scoring
     def _continuations(self, transcripts: list[str | None], rationales: list[str | None],
@@ -175,11 +181,12 @@ class Predictor:
         single = all(len(s) == 1 for _, rest in continuations for s in rest)
         if single:
             rows = [p + shared for p, (shared, _) in zip(prompts, continuations)]
-            ids, mask = _left_pad(rows, pad)
+            ids, mask = _left_pad(rows, pad, self.device)
             logits = self.model(input_ids=ids, attention_mask=mask, **audio,
                                 position_ids=_positions(mask), logits_to_keep=1).logits
             logits = logits[:, -1].float().log_softmax(-1)
-            targets = torch.tensor([[s[0] for s in rest] for _, rest in continuations])
+            targets = torch.tensor([[s[0] for s in rest] for _, rest in continuations],
+                                   device=self.device)
             scores = logits.gather(1, targets)
         else:
             rows, spans = [], []
@@ -187,7 +194,7 @@ class Predictor:
                 for suffix in rest:
                     rows.append(p + shared + suffix)
                     spans.append(len(suffix))
-            ids, mask = _left_pad(rows, pad)
+            ids, mask = _left_pad(rows, pad, self.device)
             repeat = len(self.labels)
             expanded = {k: v.repeat_interleave(repeat, 0) for k, v in audio.items()}
             logp = self.model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask),
@@ -195,14 +202,14 @@ class Predictor:
             width = ids.shape[1]
             totals = []
             for r, n in enumerate(spans):
-                positions = torch.arange(width - n, width)
+                positions = torch.arange(width - n, width, device=self.device)
                 totals.append(logp[r, positions - 1].gather(1, ids[r, positions][:, None]).sum())
             scores = torch.stack(totals).reshape(len(prompts), repeat)
-        return scores.softmax(-1).numpy()
+        return scores.softmax(-1).cpu().numpy()
 
     @torch.no_grad()
     def _generate(self, rows: list[list[int]], audio: dict) -> list[str]:
-        ids, mask = _left_pad(rows, self.tokenizer.pad_token_id)
+        ids, mask = _left_pad(rows, self.tokenizer.pad_token_id, self.device)
         out = self.model.generate(input_ids=ids, attention_mask=mask, **audio,
                                   max_new_tokens=self.max_new_tokens, do_sample=False,
                                   pad_token_id=self.tokenizer.pad_token_id)
@@ -299,17 +306,23 @@ def cast_for_serving(model, dtype: str):
 
 
 def load_predictor(folder: Path | str, max_new_tokens: int = 96,
-                   dtype: str = "float32") -> Predictor:
+                   dtype: str = "float32", device: str = "cpu") -> Predictor:
     """A Predictor for a model folder written by `emoreason sft`, `emoreason zeroshot` or
-    `emoreason model export`, with its weights in `dtype` (see `cast_for_serving`)."""
+    `emoreason model export`, with its weights in `dtype` (see `cast_for_serving`) on `device`
+    (a `base.device` name, see `components.device.resolve_device`)."""
     from components.speechlm.io import load_speechlm
 
     folder = Path(folder)
     task_path = folder / TASK_FILE
     if not task_path.exists():
         raise FileNotFoundError(f"{folder} is not a trained model folder (no {TASK_FILE})")
+    where = resolve_device(device)
+    if dtype == "int8" and where.type != "cpu":
+        raise ValueError(f"serving dtype int8 (dynamic quantization) runs on the CPU only, "
+                         f"not on {where}: set base.device to cpu or serve.dtype to float32 or "
+                         "bfloat16")
     model, tokenizer = load_speechlm(folder)
-    model = cast_for_serving(model, dtype)
+    model = cast_for_serving(model, dtype).to(where)
     return Predictor(model, tokenizer, json.loads(task_path.read_text()), folder, max_new_tokens)
 
 

@@ -96,8 +96,9 @@ class EmoReasonModel(mlflow.pyfunc.PythonModel):
     """Audio in, transcript, label, probabilities, rationale and measured cues out.
 
     Model config (set when logged, overridable at load time): `max_duration_s` (longer clips
-    get an error), `batch_size`, `allow_paths` (default false), `max_new_tokens` and `dtype`
-    (the weights' number format, `components.serve.predictor.cast_for_serving`)."""
+    get an error), `batch_size`, `allow_paths` (default false), `max_new_tokens`, `dtype`
+    (the weights' number format, `components.serve.predictor.cast_for_serving`) and `device`
+    (a `base.device` name; default cpu, as models logged before it was a setting ran)."""
 
     def load_context(self, context) -> None:
         from components.serve.predictor import load_predictor
@@ -108,7 +109,8 @@ class EmoReasonModel(mlflow.pyfunc.PythonModel):
         self.allow_paths = bool(config.get("allow_paths", False))
         self.predictor = load_predictor(Path(context.artifacts["model"]),
                                         max_new_tokens=int(config.get("max_new_tokens", 96)),
-                                        dtype=str(config.get("dtype", "float32")))
+                                        dtype=str(config.get("dtype", "float32")),
+                                        device=str(config.get("device", "cpu")))
 
     def predict(self, context, model_input: pd.DataFrame,
                 params: dict[str, Any] | None = None) -> pd.DataFrame:
@@ -217,9 +219,10 @@ def signature():
 
 def log_pyfunc(model_folder: Path | str, artifact_name: str = "model",
                registered_model_name: str | None = None, max_duration_s: float = 60.0,
-               batch_size: int = 8, dtype: str = "float32"):
+               batch_size: int = 8, dtype: str = "float32", device: str = "cpu"):
     """Log the model folder as a pyfunc in the active MLflow run (registering it under
-    `registered_model_name` when given); returns the ModelInfo.
+    `registered_model_name` when given); returns the ModelInfo. `dtype` and `device` go into
+    the model config (see `EmoReasonModel`).
 
     The logged model is checked first: it answers the input example in-process (and MLflow
     answers it again from the saved copy), and a model that cannot answer its own example
@@ -229,7 +232,7 @@ def log_pyfunc(model_folder: Path | str, artifact_name: str = "model",
     if not (model_folder / "task.json").exists():
         raise FileNotFoundError(f"{model_folder} is not a trained model folder (no task.json)")
     config = {"max_duration_s": float(max_duration_s), "batch_size": int(batch_size),
-              "allow_paths": False, "dtype": dtype}
+              "allow_paths": False, "dtype": dtype, "device": device}
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         staged = _stage_model(model_folder, tmp_path)

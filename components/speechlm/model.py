@@ -11,6 +11,9 @@ plain `PreTrainedModel` that TRL can patch, and the module tree keeps the LM's o
 """
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 from transformers import (
@@ -255,6 +258,28 @@ class SpeechLMForCausalLM(SpeechLMPreTrainedModel, GenerationMixin):
                     del module.peft_config
         self.config.merged = True
         self.set_trainable()
+
+    @property
+    def peft_config(self) -> dict:
+        """The LM's LoRA configs by adapter name ({} without LoRA), as a PeftModel exposes
+        them: TRL's GRPOTrainer reads it to choose its KL reference."""
+        return getattr(self.model.language_model, "peft_config", {})
+
+    @contextlib.contextmanager
+    def disable_adapter(self) -> Iterator[None]:
+        """The model without its LoRA adapters while inside (PeftModel's API, which TRL calls
+        for the reference log-probs): with the SFT adapter merged into the weights and a
+        fresh RL adapter on top, that is the SFT model."""
+        from peft.tuners.lora import LoraLayer
+
+        layers = [m for m in self.modules() if isinstance(m, LoraLayer)]
+        for layer in layers:
+            layer.enable_adapters(False)
+        try:
+            yield
+        finally:
+            for layer in layers:
+                layer.enable_adapters(True)
 
     @property
     def has_lora(self) -> bool:

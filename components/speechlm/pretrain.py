@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.nn import functional as F
 
+from components.device import to_device
 from components.speechlm.formats import PERCEPTION_TASKS
 from components.speechlm.model import IGNORE
 
@@ -45,13 +46,19 @@ def _warmed_modules(backbone: nn.Module) -> list[nn.Module]:
     return [m for m in (backbone.audio_encoder, backbone.prosody_projector) if m is not None]
 
 
-def _level_targets(levels: dict[str, dict[str, str]], utt_ids: list[str]) -> dict[str, torch.Tensor]:
+def _device(backbone: nn.Module) -> torch.device:
+    """Where the encoder is: the warm-up runs there (the device SFT trains on)."""
+    return next(backbone.audio_encoder.parameters()).device
+
+
+def _level_targets(levels: dict[str, dict[str, str]], utt_ids: list[str],
+                   device: torch.device) -> dict[str, torch.Tensor]:
     """Per task, the index of each clip's measured level (IGNORE where it was not measured)."""
     out = {}
     for task, by_clip in levels.items():
         answers = PERCEPTION_TASKS[task][1]
         out[task] = torch.tensor([answers.index(by_clip[u]) if by_clip.get(u) in answers
-                                  else IGNORE for u in utt_ids])
+                                  else IGNORE for u in utt_ids], device=device)
     return out
 
 
@@ -61,14 +68,15 @@ def _accuracy(backbone: nn.Module, heads: nn.ModuleDict, batches, clips: list[tu
     """Emotion accuracy and, per perception task, level accuracy over the measured clips."""
     for module in _warmed_modules(backbone):
         module.eval()
+    device = _device(backbone)
     hits = {name: 0 for name in heads}
     counts = {name: 0 for name in heads}
     for start in range(0, len(clips), batch_size):
         chunk = clips[start:start + batch_size]
         inputs, _ = batches([u for u, _ in chunk])
-        embedding = clip_embedding(backbone, inputs)
-        targets = {"emotion": torch.tensor([y for _, y in chunk]),
-                   **_level_targets(levels, [u for u, _ in chunk])}
+        embedding = clip_embedding(backbone, to_device(inputs, device))
+        targets = {"emotion": torch.tensor([y for _, y in chunk], device=device),
+                   **_level_targets(levels, [u for u, _ in chunk], device)}
         for name, head in heads.items():
             valid = targets[name] != IGNORE
             hits[name] += int((head(embedding).argmax(-1) == targets[name])[valid].sum())
@@ -85,7 +93,8 @@ def pretrain_encoder(model, batches: Callable, train: list[tuple[str, str]],
     """Train `model`'s audio encoder (and prosody projector) as a classifier of (utt_id, label)
     clips.
 
-    `batches(utt_ids)` gives (model inputs, frames per clip), e.g. `AudioSource.batch`.
+    `batches(utt_ids)` gives (model inputs, frames per clip), e.g. `AudioSource.batch`; the
+    warm-up runs on the encoder's device.
     `levels`: perception task -> {utt_id: measured level}, learned by heads of their own.
     Returns the last epoch's loss and the train and dev accuracy (emotion, and per level
     task); `log(metrics, epoch)` is called after every epoch (MLflow, progress).
@@ -108,8 +117,9 @@ def pretrain_encoder(model, batches: Callable, train: list[tuple[str, str]],
     width = backbone.audio_encoder.output_dim + (
         backbone.config.text_config.hidden_size if backbone.prosody_projector is not None else 0)
     levels = levels or {}
+    device = _device(backbone)
     heads = nn.ModuleDict({"emotion": nn.Linear(width, len(label_set)), **{
-        task: nn.Linear(width, len(PERCEPTION_TASKS[task][1])) for task in levels}})
+        task: nn.Linear(width, len(PERCEPTION_TASKS[task][1])) for task in levels}}).to(device)
     params = [p for m in modules for p in m.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params + list(heads.parameters()), lr=learning_rate,
                                   weight_decay=0.01)
@@ -124,10 +134,11 @@ def pretrain_encoder(model, batches: Callable, train: list[tuple[str, str]],
         for first in range(0, len(order), batch_size):
             chunk = order[first:first + batch_size]
             inputs, _ = batches([u for u, _ in chunk])
-            embedding = clip_embedding(backbone, inputs)
-            loss = F.cross_entropy(heads["emotion"](embedding), torch.tensor([y for _, y in chunk]),
+            embedding = clip_embedding(backbone, to_device(inputs, device))
+            loss = F.cross_entropy(heads["emotion"](embedding),
+                                   torch.tensor([y for _, y in chunk], device=device),
                                    label_smoothing=0.1)
-            for task, target in _level_targets(levels, [u for u, _ in chunk]).items():
+            for task, target in _level_targets(levels, [u for u, _ in chunk], device).items():
                 if (target != IGNORE).any():
                     loss = loss + F.cross_entropy(heads[task](embedding), target,
                                                   ignore_index=IGNORE) / len(levels)
@@ -204,6 +215,7 @@ class EncoderClassifier(nn.Module):
 
     @torch.no_grad()
     def predict_proba(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """[B, labels] probabilities for a batch of model inputs (`audio_values`,
-        `audio_mask`, `prosody_values` when the model has a prosody token)."""
-        return self.head(clip_embedding(self, inputs)).softmax(-1)
+        """[B, labels] probabilities, on the classifier's device, for a batch of model inputs
+        (`audio_values`, `audio_mask`, `prosody_values` when the model has a prosody token;
+        moved there)."""
+        return self.head(clip_embedding(self, to_device(inputs, _device(self)))).softmax(-1)

@@ -15,7 +15,6 @@ prosody-perception accuracy against chance, and a table of sample generations.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import shutil
@@ -27,8 +26,9 @@ import pandas as pd
 import torch
 from torch.nn import functional as F
 
-from components.cache_keys import code_hash
+from components.cache_keys import run_key
 from components.config import Params, SFTConfig, as_dict
+from components.device import resolve_device, to_device, trainer_precision
 from components.distill.stage import read_records
 from components.prepare.schema import read_manifest
 from components.speechlm.collate import AudioSource, SpeechCollator
@@ -100,7 +100,8 @@ def generate(model, collator: SpeechCollator, examples: list[dict], max_new_toke
     texts = []
     tokenizer = collator.tokenizer
     for start in range(0, len(examples), batch_size):
-        batch = collator.generation_batch(examples[start:start + batch_size])
+        batch = to_device(collator.generation_batch(examples[start:start + batch_size]),
+                          model.device)
         out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                              pad_token_id=tokenizer.pad_token_id)
         texts += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:],
@@ -213,17 +214,11 @@ def checkpoint_folder(params: Params) -> Path:
     the seed, the transcriber, the content of every input file and the training code, so a
     re-run of the same training resumes and any change starts afresh."""
     cfg = params.sft
-    files = [Path(cfg.features), Path(cfg.manifest), Path(cfg.rationales), Path(cfg.levels)]
-    frames = Path(cfg.frames)
-    files += sorted(p for p in frames.rglob("*") if p.is_file()) if frames.is_dir() else []
-    contents = {}
-    for path in files:
-        with path.open("rb") as fh:
-            contents[str(path)] = hashlib.file_digest(fh, "sha256").hexdigest()
     spec = {k: v for k, v in as_dict(cfg).items() if k not in ("out", "checkpoint_dir")}
-    payload = json.dumps({"sft": spec, "seed": params.base.seed, "asr": params.features.asr,
-                          "inputs": contents, "code": code_hash(__name__)}, sort_keys=True)
-    return Path(cfg.checkpoint_dir) / hashlib.sha256(payload.encode()).hexdigest()[:16]
+    key = run_key({"sft": spec, "seed": params.base.seed, "asr": params.features.asr},
+                  [Path(cfg.features), Path(cfg.manifest), Path(cfg.rationales), Path(cfg.levels),
+                   Path(cfg.frames)], __name__)
+    return Path(cfg.checkpoint_dir) / key
 
 
 def last_checkpoint(folder: Path) -> Path | None:
@@ -250,6 +245,8 @@ def train_sft(params: Params, out: Path) -> dict:
     from components.tracking import stage_run
 
     cfg = params.sft
+    device = resolve_device(params.base.device)
+    precision = trainer_precision(device)  # before any work: the Trainer must run there too
     torch.manual_seed(params.base.seed)
     train, dev, manifest, label_set, data_root = sft_examples(cfg, params.base.seed)
     with stage_run("sft", params.tracking, {"sft": as_dict(cfg)}):
@@ -258,6 +255,7 @@ def train_sft(params: Params, out: Path) -> dict:
             tokens_per_second=cfg.tokens_per_second,
             audio_dropout=cfg.audio_dropout, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
             lora_dropout=cfg.lora_dropout, prosody_dim=PROSODY_DIM if cfg.prosody_token else 0)
+        model.to(device)  # the encoder warm-up runs where the Trainer will
         utt_ids = {e["utt_id"] for e in train + dev}
         features = pd.read_parquet(cfg.features)
         # One set of population statistics: for the training examples marked so and in the
@@ -295,7 +293,7 @@ def train_sft(params: Params, out: Path) -> dict:
             save_steps=cfg.save_steps or None, save_total_limit=2,
             restore_callback_states_from_checkpoint=True,
             load_best_model_at_end=True, metric_for_best_model="eval_loss",
-            greater_is_better=False, use_cpu=True, bf16=False, seed=params.base.seed,
+            greater_is_better=False, **precision, seed=params.base.seed,
             remove_unused_columns=False, dataset_kwargs={"skip_prepare_dataset": True},
             report_to=["mlflow"], dataloader_num_workers=0, activation_checkpointing=False,
         )

@@ -1,0 +1,98 @@
+"""The RL stage under Ray Train on a local Ray: two CPU workers hold identical weights after
+their steps and log to the stage's MLflow run; a run killed mid-way resumes from its last
+checkpoint; the model folder answers `emoreason predict`."""
+import json
+import os
+import signal
+import subprocess
+import time
+
+import mlflow
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+from components.config import as_dict
+from components.rl.worker import checkpoint_folder
+from tests.processes import cli, kill_when, run
+from tests.rl_fixture import SPREAD, tiny_rl_params
+
+pytestmark = pytest.mark.slow
+
+LOGGED = ("reward/total", "reward/format", "reward/outcome", "reward/reasoning",
+          "reward/total_std", "ptr/tau_mean", "ptr/tau_below_1_share", "ptr/schedule_on",
+          "groups/all_equal_share", "kl", "train/accuracy", "completion/length")
+
+
+def ray_processes() -> set[int]:
+    out = subprocess.run(["pgrep", "-f", "ray::|raylet|gcs_server"], capture_output=True,
+                         text=True, check=False).stdout
+    return {int(pid) for pid in out.split()}
+
+
+def new_ray_processes(before: set[int], timeout_s: float = 30) -> set[int]:
+    """Ray processes started since `before` still alive after up to `timeout_s` (shutdown
+    lets them exit on their own for a moment)."""
+    deadline = time.monotonic() + timeout_s
+    while (left := ray_processes() - before) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return left
+
+
+def test_two_workers_stay_in_sync_and_log_every_figure(pipeline, trained, tmp_path):
+    from components.rl.stage import run_rl
+
+    params = tiny_rl_params(pipeline[0], trained, tmp_path)
+    rl = params.rl
+    rl.rewards = {"format": 0.3, "outcome": 1.0, "reasoning": 0.5, SPREAD: 1.0}
+    rl.learning_rate, rl.max_steps, rl.log_completions_steps = 5e-2, 2, 1
+    rl.ray.num_workers, rl.ray.cpus_per_worker, rl.ray.reward_actor_cpus = 2, 1.0, 0.0
+    before = ray_processes()
+    summary = run_rl(params)
+    assert summary["workers"] == 2 and summary["steps"] == 2
+    digests = summary["weights_digests"]
+    assert len(digests) == 2 and digests[0] == digests[1] and summary["workers_in_sync"]
+    # the RL half of the stacked adapter moved away from its zero start
+    sft_rank = json.loads((trained / "adapter_config.json").read_text())["r"]
+    stacked = load_file(os.path.join(rl.out, "adapter_model.safetensors"))
+    rl_halves = [v[:, sft_rank:] for k, v in stacked.items() if ".lora_B." in k]
+    assert rl_halves and any(float(h.abs().max()) > 0 for h in rl_halves)
+    assert not new_ray_processes(before)  # the local Ray is shut down
+
+    mlflow.set_tracking_uri(params.tracking.tracking_uri)
+    runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.stage = 'rl'",
+                              output_format="list")
+    assert len(runs) == 1
+    client = mlflow.MlflowClient()
+    for name in LOGGED:
+        history = client.get_metric_history(runs[0].info.run_id, name)
+        assert len(history) == 2, name
+    tables = [a.path for a in client.list_artifacts(runs[0].info.run_id, "completions")]
+    assert tables, "no completion tables"
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(pipeline, trained, tmp_path):
+    params = tiny_rl_params(pipeline[0], trained, tmp_path)
+    params.rl.rewards = {SPREAD: 1.0}
+    params.rl.max_steps, params.rl.save_steps = 3, 1
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(as_dict(params)))
+    folder = checkpoint_folder(params)
+    before = ray_processes()
+    kill_when(cli(path, "rl"), lambda: (folder / "checkpoint-1" / "trainer_state.json").exists(),
+              600)
+    for pid in ray_processes() - before:  # the killed driver's local Ray, if it outlived it
+        os.kill(pid, signal.SIGKILL)
+    assert (folder / "checkpoint-1" / "ptr_schedule.json").exists()
+    printed = run(cli(path, "rl"))
+    summary = json.loads((tmp_path / "rl" / "rl.json").read_text())
+    assert summary["resumed_at_step"] >= 1 and summary["steps"] == 3
+    assert "rl: 3 steps on 1 worker(s)" in printed
+    assert not folder.exists()  # the model is saved: nothing left to resume
+
+    audio = next(p for p in (pipeline[0] / "audio").rglob("*.wav"))
+    out = json.loads(run(cli(path, "predict", "--json", "--no-rationale", "--model",
+                             str(tmp_path / "rl"), str(audio))))
+    labels = json.loads((trained / "task.json").read_text())["labels"]
+    assert out["error"] is None and out["label"] in labels
+    assert abs(sum(out["probabilities"].values()) - 1) < 1e-4
