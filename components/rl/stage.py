@@ -19,16 +19,6 @@ from components.config import Params, as_dict
 from components.rl.worker import SUMMARY_FILE, checkpoint_folder, train_worker
 
 
-def quiet_cleaner_warnings() -> None:
-    """Ray Train's placement-group cleaner asks the state API, which a local Ray without its
-    dashboard does not serve, whether the controller lives, and warns every second that it
-    could not: silenced in the workers of a local Ray (the cleanup still runs at the end)."""
-    import logging
-
-    logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner"
-                      ).setLevel(logging.ERROR)
-
-
 def _start_ray(cfg) -> bool:
     """Connect to the cluster, or start a local Ray sized for the workers; True if started
     here (and so to be shut down here)."""
@@ -44,8 +34,7 @@ def _start_ray(cfg) -> bool:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # no token file under $HOME
         needed = cfg.ray.num_workers * cfg.ray.cpus_per_worker + cfg.ray.reward_actor_cpus
         ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(needed)), include_dashboard=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": path, "RAY_AUTH_MODE": "disabled"},
-                              "worker_process_setup_hook": quiet_cleaner_warnings})
+                 runtime_env={"env_vars": {"PYTHONPATH": path, "RAY_AUTH_MODE": "disabled"}})
     return True
 
 
