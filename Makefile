@@ -8,8 +8,11 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export GX_ANALYTICS_ENABLED := false
 export RAY_AUTH_MODE := disabled
 export DO_NOT_TRACK := 1
+# The local stack of `make up` (flows/stack.py): ports on 127.0.0.1.
+PREFECT_PORT ?= 4200
+MLFLOW_PORT ?= 5000
 
-.PHONY: install model demo test bench clean
+.PHONY: install model demo test bench clean up down
 
 $(STAMP): requirements/lock.txt pyproject.toml
 	python3 -m venv $(VENV)
@@ -43,6 +46,14 @@ bench: install
 	$(PY) benchmarks/bench_rl.py
 	$(PY) benchmarks/bench_prosody_ravdess.py
 	$(PY) benchmarks/bench_resume.py
+
+# Prefect server, work pools, a worker, MLflow server; deploys prefect.yaml (after `make install`).
+up:
+	$(PY) -m flows.stack up --prefect-port $(PREFECT_PORT) --mlflow-port $(MLFLOW_PORT)
+
+# Stops exactly the processes `make up` recorded in .emoreason/stack/pids.json.
+down:
+	$(PY) -m flows.stack down
 
 clean:
 	rm -rf data reports mlflow.db mlartifacts

@@ -167,7 +167,7 @@ def main() -> None:
             entry["clips_reused"] = sum(p.stat().st_mtime_ns == t for p, t in finished.items())
         if stage == "distill":
             entry["cache_hits"] = json.loads(
-                (work / "data/distill/summary.json").read_text())["cache_hits"]
+                (work / "data/distill.run.json").read_text())["cache_hits"]
         if stage == "sft":
             entry["resumed_at_step"] = json.loads(
                 (work / "models/sft/eval.json").read_text())["resumed_at_step"]

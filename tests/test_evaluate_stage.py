@@ -31,6 +31,8 @@ def evaluated(pipeline, trained, tmp_path_factory):
     cfg.models = {"zeroshot": str(tmp / "zeroshot"), "sft": str(trained),
                   "rl": str(tmp / "absent")}
     cfg.n_boot, cfg.max_new_tokens = 200, 12
+    params.inference.self_correct_rounds = 2
+    params.inference.instructions = {"recheck": params.inference.instructions["recheck"]}
     out = tmp / "reports"
     return run_evaluate(params, out), out, df, labels
 
@@ -95,3 +97,39 @@ def test_one_mlflow_run_per_system_with_the_same_metric_names(evaluated):
         assert {"wa", "ua", "macro_f1", "annotator_aware_macro_f1"} <= set(run.data.metrics)
     parents = {r.data.tags.get("mlflow.parentRunId") for r in by_system.values()}
     assert len(parents) == 1 and None not in parents
+
+
+def test_self_correction_rounds_are_scored_against_the_first_answer(evaluated):
+    systems, out, df, _ = evaluated
+    saved = json.loads((out / "self_correction.json").read_text())
+    assert saved["rounds"] == 2 and list(saved["systems"]) == ["sft"]  # evaluate.refine_systems
+    sft = saved["systems"]["sft"]
+    assert set(sft) == {"-", "recheck", "control"}  # no wall time: `evaluate.run.json` has it
+    assert json.loads((out.parent / "reports.run.json").read_text())[
+        "self_correction_seconds"]["sft"] > 0
+    # round 0 is the sft system's own first answer, scored as in metrics.json
+    assert sft["-"]["round_0"]["ua"] == pytest.approx(systems["sft"]["ua"])
+    n_consensus = int(((df["split"] == "test") & (df["label"] != "")).sum())
+    for name in ("recheck", "control"):
+        assert set(sft[name]) == {"round_1", "round_2"}
+        for cell in sft[name].values():
+            kept = sum(cell[k] for k in ("wrong_to_right", "right_to_wrong", "right_kept",
+                                         "wrong_kept", "wrong_changed"))
+            assert kept == n_consensus  # every consensus clip is in one cell of the flip table
+            lo, hi = cell["ci"]["ua"]
+            assert lo <= cell["ua"] <= hi
+    rounds = pd.read_parquet(out / "predictions" / "self_correction_sft.parquet")
+    assert len(rounds) == 2 * 2 * len(df[df["split"] == "test"])  # 2 follow-ups x 2 rounds
+    assert set(rounds["round"]) == {1, 2} and rounds["output"].str.len().gt(0).all()
+    table = pd.read_csv(out / "tables" / "self_correction_sft.csv")
+    assert list(table["round"]) == [0, 1, 2, 1, 2]
+    html = (out / "report.html").read_text()
+    assert "Self-correction rounds" in html and "self-correction: sft" in html
+    # the per-round figures are metric histories of the evaluate run: step = round
+    client = mlflow.tracking.MlflowClient()
+    experiment = mlflow.get_experiment_by_name("test-evaluate-stage").experiment_id
+    run = mlflow.search_runs([experiment], output_format="list",
+                             filter_string="tags.`emoreason.kind` = 'stage' and "
+                                           "tags.stage = 'evaluate'")[0]
+    history = client.get_metric_history(run.info.run_id, "self_correction/sft/control/ua")
+    assert sorted(m.step for m in history) == [0, 1, 2]

@@ -327,3 +327,151 @@ def test_every_placeholder_is_documented(path):
     missing = set(re.findall(r"YOUR_[A-Z_]+", (REPO / path).read_text())) - set(
         re.findall(r"YOUR_[A-Z_]+", readme))
     assert not missing, missing
+
+
+COMPOSE_DIR = INFRA / "compose"
+DVC_REMOTE_EXAMPLE = INFRA / "dvc" / "config.example"
+VARIABLE = re.compile(r"(?<!\$)\$\{(\w+)(?::?[-?][^}]*)?\}")  # ${NAME}, ${NAME:-x}, ${NAME:?x}
+
+
+def compose() -> dict:
+    return load_yaml(COMPOSE_DIR / "compose.yaml")
+
+
+def env_example() -> dict[str, str]:
+    lines = (COMPOSE_DIR / ".env.example").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line.strip() and not line.startswith("#"))
+
+
+def interpolated(value: str) -> str:
+    """`value` with compose's ${NAME...} filled from .env.example (`$$` is the container's $)."""
+    return VARIABLE.sub(lambda m: env_example()[m.group(1)], value).replace("$$", "$")
+
+
+def service_env(name: str) -> dict[str, str]:
+    return {k: interpolated(str(v)) for k, v in compose()["services"][name]["environment"].items()}
+
+
+def test_every_compose_variable_is_in_env_example_and_every_setting_used():
+    text, env = (COMPOSE_DIR / "compose.yaml").read_text(), env_example()
+    used = set(VARIABLE.findall(text))
+    assert used - set(env) == set(), "set these in .env.example"
+    readme = (INFRA / "README.md").read_text()
+    assert {name for name in env if name not in used and name not in readme} == set()
+
+
+def test_every_service_image_is_pinned_or_built_from_infra_docker():
+    for name, service in compose()["services"].items():
+        image = service["image"]
+        if "build" in service:
+            dockerfile = (COMPOSE_DIR / service["build"]["context"]
+                          / service["build"]["dockerfile"]).resolve()
+            assert dockerfile.parent == INFRA / "docker", name
+            assert build_tag(dockerfile) == image, name
+        else:
+            repository, _, tag = image.rpartition(":")
+            assert repository and tag and tag != "latest", f"{name}: pin {image}"
+
+
+def test_the_servers_run_the_locked_prefect_and_mlflow():
+    pins, services = lock_pins(), compose()["services"]
+    assert services["prefect-server"]["image"] == f"prefecthq/prefect:{pins['prefect']}-python3.11"
+    mlflow_dockerfile = INFRA / "docker" / "Dockerfile.mlflow"
+    assert dockerfile_args(mlflow_dockerfile)["MLFLOW_VERSION"] == pins["mlflow"]
+    assert services["mlflow"]["image"] == f"emoreason/mlflow:{pins['mlflow']}"
+    assert services["prefect-worker"]["image"] == build_tag(DOCKERFILES["cpu"])
+
+
+def published_ports() -> dict[str, tuple[str, int]]:
+    """Service -> (host address:port, container port) of each published port."""
+    ports = {}
+    for name, service in compose()["services"].items():
+        for entry in service.get("ports", []):
+            address, host, container = interpolated(entry).split(":")
+            ports[f"{name}:{container}"] = (f"{address}:{host}", int(container))
+    return ports
+
+
+def test_ports_are_on_localhost_and_agree_with_env_readme_and_local_services():
+    env, readme = env_example(), (INFRA / "README.md").read_text()
+    ports = published_ports()
+    assert {k: v[0] for k, v in ports.items()} == {
+        "prefect-server:4200": f"127.0.0.1:{env['PREFECT_PORT']}",
+        "mlflow:5000": f"127.0.0.1:{env['MLFLOW_PORT']}",
+        "minio:9000": f"127.0.0.1:{env['MINIO_API_PORT']}",
+        "minio:9001": f"127.0.0.1:{env['MINIO_CONSOLE_PORT']}"}
+    for address, _ in ports.values():
+        assert f"http://{address}" in readme, address
+    makefile = (INFRA.parent / "Makefile").read_text()  # `make up`'s servers: the same ports
+    assert f"MLFLOW_PORT ?= {env['MLFLOW_PORT']}" in makefile
+    assert f"PREFECT_PORT ?= {env['PREFECT_PORT']}" in makefile
+    prefect_env, mlflow_command = service_env("prefect-server"), compose()["services"]["mlflow"]
+    assert prefect_env["PREFECT_SERVER_API_PORT"] == "4200"
+    assert "--port=5000" in mlflow_command["command"]
+    worker = service_env("prefect-worker")
+    assert worker["PREFECT_API_URL"] == f"http://127.0.0.1:{env['PREFECT_PORT']}/api"
+    assert worker["MLFLOW_TRACKING_URI"] == f"http://127.0.0.1:{env['MLFLOW_PORT']}"
+    assert prefect_env["PREFECT_UI_API_URL"] == worker["PREFECT_API_URL"]
+
+
+def test_the_services_set_the_variables_prefect_and_mlflow_read():
+    import mlflow.environment_variables as mlflow_env
+    import prefect.settings as prefect_settings
+
+    prefect_env, mlflow_service, worker = (service_env(n) for n in
+                                           ("prefect-server", "mlflow", "prefect-worker"))
+    for name in list(prefect_env) + ["PREFECT_API_URL"]:
+        assert hasattr(prefect_settings, name), f"Prefect has no setting {name}"
+    assert mlflow_env.MLFLOW_S3_ENDPOINT_URL.name in mlflow_service
+    assert mlflow_env.MLFLOW_TRACKING_URI.name in worker
+    env = env_example()
+    assert mlflow_service["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
+    for service in (mlflow_service, worker):  # boto3's names, MinIO's root credentials
+        assert service["AWS_ACCESS_KEY_ID"] == env["MINIO_ROOT_USER"]
+        assert service["AWS_SECRET_ACCESS_KEY"] == env["MINIO_ROOT_PASSWORD"]
+
+
+def test_postgres_holds_the_prefect_and_mlflow_databases():
+    env, services = env_example(), compose()["services"]
+    database = service_env("postgres")
+    assert database["POSTGRES_DB"] == env["PREFECT_DB"] and database["MLFLOW_DB"] == env["MLFLOW_DB"]
+    init = [v for v in services["postgres"]["volumes"] if "docker-entrypoint-initdb.d" in v]
+    assert len(init) == 1 and (COMPOSE_DIR / init[0].split(":")[0]).is_file()
+    assert 'CREATE DATABASE \\"$MLFLOW_DB\\"' in (COMPOSE_DIR / init[0].split(":")[0]).read_text()
+    credentials = f"{env['POSTGRES_USER']}:{env['POSTGRES_PASSWORD']}@postgres:5432"
+    assert service_env("prefect-server")["PREFECT_API_DATABASE_CONNECTION_URL"] == \
+        f"postgresql+asyncpg://{credentials}/{env['PREFECT_DB']}"
+    command = [interpolated(c) for c in services["mlflow"]["command"]]
+    assert f"--backend-store-uri=postgresql://{credentials}/{env['MLFLOW_DB']}" in command
+
+
+def test_one_bucket_for_mlflow_artifacts_the_dvc_remote_and_its_creation():
+    from dvc.config import Config
+
+    env, services = env_example(), compose()["services"]
+    bucket = env["BUCKET"]
+    command = [interpolated(c) for c in services["mlflow"]["command"]]
+    assert f"--artifacts-destination=s3://{bucket}/mlflow" in command
+    assert service_env("create-bucket")["BUCKET"] == bucket
+    assert 'mc mb --ignore-existing "store/$BUCKET"' in interpolated(
+        " ".join(services["create-bucket"]["command"]))
+    remote_config = Config.validate(Config.load_file(str(DVC_REMOTE_EXAMPLE)))  # DVC's schema
+    remote = remote_config["remote"][remote_config["core"]["remote"]]
+    assert remote["url"] == f"s3://{bucket}/dvc"
+    assert remote["endpointurl"] == f"http://127.0.0.1:{env['MINIO_API_PORT']}"
+    example = DVC_REMOTE_EXAMPLE.read_text()
+    assert f"dvc remote add -d storage s3://{bucket}/dvc" in example
+    assert f"endpointurl {remote['endpointurl']}" in example
+    assert f"access_key_id {env['MINIO_ROOT_USER']}" in example
+
+
+def test_the_compose_worker_serves_the_local_deployments_pool_in_the_checkout():
+    env, worker = env_example(), compose()["services"]["prefect-worker"]
+    pools = {d["work_pool"]["name"] for d in load_yaml(REPO / "prefect.yaml")["deployments"]}
+    assert env["PREFECT_WORK_POOL"] in pools
+    command = [interpolated(c) for c in worker["command"]]
+    assert command[:3] == ["prefect", "worker", "start"] and env["PREFECT_WORK_POOL"] in command
+    mount = {interpolated(v).split(":")[1]: (COMPOSE_DIR / v.split(":")[0]).resolve()
+             for v in worker["volumes"]}
+    assert mount[worker["working_dir"]] == REPO
+    assert service_env("prefect-worker")["PYTHONPATH"] == worker["working_dir"]

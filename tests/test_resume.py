@@ -99,8 +99,8 @@ def test_killed_distill_resumes_from_the_cache_to_the_same_rationales(tmp_path):
         stub.delay_s = 0.0
         rerun(cli(params("killed"), "distill"), tmp_path / "killed")
         assert stub.calls - calls == 70 - cached  # only what the cache lacked
-        summary = json.loads((tmp_path / "killed" / "summary.json").read_text())
-        assert summary["cache_hits"] == cached
+        run_stats = json.loads((tmp_path / "killed.run.json").read_text())
+        assert run_stats["cache_hits"] == cached
         run_distill(load_params(params("reference")), features, manifest, None,
                     tmp_path / "reference")
         assert (tmp_path / "killed" / "rationales.jsonl").read_text() == \

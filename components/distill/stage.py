@@ -25,9 +25,13 @@ from components.distill.prompts import PromptSpec, load_prompt, render
 from components.distill.records import LEVEL_FIELDS, MEASURE_FIELDS, ClipCues, TeacherRequest
 from components.distill.verify import Verification, clean_rationale, verify
 from components.prepare.schema import read_manifest
+from components.run_stats import write_run_stats
 
 BATCH = 32
 """Requests sent to a backend at once (the cache is flushed after each batch)."""
+RUN_KEYS = ("seconds", "cache_hits", "backend_stats")
+"""Summary entries that depend on the run (time, the cache's state, the endpoint's latency),
+not on the inputs: they go to `<out>.run.json`, not into the output's summary.json."""
 
 
 def load_cues(features: Path, manifest: Path, splits: list[str],
@@ -236,7 +240,8 @@ def write_records(records: list[dict], path: Path) -> None:
 
 def run_distill(params, features: Path, manifest: Path, backend: str | None,
                 out: Path) -> dict:
-    """Write out/rationales.jsonl and out/summary.json; log keep rate, failure reasons and a
+    """Write out/rationales.jsonl and out/summary.json, the run's time, cache hits and teacher
+    calls to `<out>.run.json` (components.run_stats); log keep rate, failure reasons and a
     sample of rationales to MLflow."""
     import mlflow
 
@@ -257,7 +262,10 @@ def run_distill(params, features: Path, manifest: Path, backend: str | None,
         summary["backend_stats"] = {b.name: b.stats.as_dict() for b in backends
                                     if hasattr(b, "stats")}
         write_records(records, out / "rationales.jsonl")
+        run = {key: summary.pop(key) for key in RUN_KEYS}
         (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        write_run_stats(out, run)
+        summary |= run
         mlflow.log_metrics({"keep_rate": summary["keep_rate"], "kept": summary["kept"],
                             "clips": summary["clips"],
                             "mean_grounding": summary["mean_grounding"],

@@ -58,7 +58,9 @@ def evaluate_model_on_corpus(params: Params, model: str, corpus: str, data_dir: 
         GOLD_COLUMNS,
         evaluation_rows,
         log_to_mlflow,
+        print_self_correction,
         print_table,
+        score_self_correction,
         score_systems,
         write_outputs,
     )
@@ -107,6 +109,9 @@ def evaluate_model_on_corpus(params: Params, model: str, corpus: str, data_dir: 
         params.evaluate.reference = ""
         scored = score_systems(gold, {"model": pred}, labels, cues, params.evaluate,
                                params.base.seed)
+        refined = score_self_correction(params, evaluated, {"model": pred}, gold, labels, cues,
+                                        meta.data_root, out / "features" / "frames",
+                                        {"model": folder})
         shared = sorted(set(labels) & set(meta.labels))
         report_meta = {"corpus": meta.corpus, "split": split, "labels": labels,
                        "corpus_labels": list(meta.labels), "shared_labels": shared,
@@ -115,8 +120,9 @@ def evaluate_model_on_corpus(params: Params, model: str, corpus: str, data_dir: 
                        "n_boot": params.evaluate.n_boot,
                        "note": "metrics over clips whose consensus label is in the model's "
                                "label set (out_of_set: the others)"}
-        write_outputs(scored, gold, {"model": pred}, labels, report_meta, out)
-        log_to_mlflow(params, scored, out, report_meta)
+        write_outputs(scored, gold, {"model": pred}, labels, report_meta, out, refined,
+                      params.inference.self_correct_rounds)
+        log_to_mlflow(params, scored, out, report_meta, refined)
         success = True
     finally:
         if saved_parent is None:
@@ -125,5 +131,7 @@ def evaluate_model_on_corpus(params: Params, model: str, corpus: str, data_dir: 
             os.environ[PARENT_ENV] = saved_parent
         finish_pipeline_run(params.tracking, parent, success)
     print_table(scored["systems"])
+    for name, entry in refined.items():
+        print_self_correction(name, entry["rows"])
     print(f"evaluate: {out / 'metrics.json'}, report {out / 'report.html'}")
     return json.loads((out / "metrics.json").read_text())

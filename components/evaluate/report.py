@@ -28,7 +28,7 @@ NONE_NAME = "none"
 """How a missing prediction is written in pictures and plot data."""
 
 
-def _save(fig: Figure, path: Path | str) -> Path:
+def save_figure(fig: Figure, path: Path | str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
@@ -73,7 +73,7 @@ def confusion_png(gold: pd.DataFrame, pred: pd.DataFrame, labels: list[str], pat
     ax.set_ylabel("actual (consensus label, clips)")
     ax.set_title(title)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the actual class")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def reliability_png(reliability_df: pd.DataFrame, path: Path | str, title: str) -> Path:
@@ -103,7 +103,7 @@ def reliability_png(reliability_df: pd.DataFrame, path: Path | str, title: str) 
     ax.set_xlabel("top-1 probability")
     ax.set_ylabel("accuracy vs consensus")
     ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def write_dvc_plot_rows(gold: pd.DataFrame, pred: pd.DataFrame, system: str,
@@ -237,7 +237,8 @@ def _meta(meta: dict) -> str:
 def html_report(table: pd.DataFrame, cis: dict[str, dict[str, list[float]]],
                 pvalues: list[dict], per_class: dict[str, pd.DataFrame],
                 slices: dict[str, pd.DataFrame], images: dict[str, Path], meta: dict,
-                path: Path | str) -> Path:
+                path: Path | str, self_correction: dict[str, pd.DataFrame] | None = None,
+                ) -> Path:
     """Write the evaluation report as one self-contained HTML file.
 
     `table` has a row per system (a `system` column, else the index names the systems) and a
@@ -264,6 +265,15 @@ def html_report(table: pd.DataFrame, cis: dict[str, dict[str, list[float]]],
                    "bootstrap, two-sided.</p>"), _table(frame)]
     else:
         parts.append('<p class="note">none</p>')
+    if self_correction:
+        parts += ["<h2>Self-correction rounds</h2>",
+                  ('<p class="note">Round 0 is the first answer; each instruction then revises '
+                   "it K times. Flips are against round 0 on the consensus clips (w\u2192r: "
+                   "wrong to right); p: exact McNemar test of the two flip counts. The control "
+                   "follow-up asks for nothing: a correction helps only if it beats the "
+                   "control.</p>")]
+        for system, frame in self_correction.items():
+            parts += [f"<h3>{_esc(system)}</h3>", _table(frame)]
     for heading, frames in (("Per class (consensus clips)", per_class),
                             ("Per slice", slices)):
         parts.append(f"<h2>{_esc(heading)}</h2>")

@@ -19,6 +19,7 @@ import pandas as pd
 
 from components.config import EvaluateConfig, Params
 from components.prepare.schema import read_manifest
+from components.run_stats import write_run_stats
 from components.speechlm.sft_data import spread
 
 GOLD_COLUMNS = ["utt_id", "label", "annotator_labels", "label_distribution", "speaker",
@@ -71,6 +72,71 @@ def judged_rationales(ordered: pd.DataFrame, cues: dict, labels: list[str],
     return judge_metrics(judge_rationales(cfg.judge, items, seed), cfg.n_boot, seed)
 
 
+def in_label_set(gold: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
+    """The clips scored: a consensus label in the label set, or none (annotator votes only);
+    clips whose consensus the model cannot say are counted as `out_of_set`."""
+    return gold[(gold["label"] == "") | gold["label"].isin(labels)]
+
+
+def score_self_correction(params: Params, evaluated: pd.DataFrame, systems: dict, gold,
+                          labels: list[str], cues: dict, data_root: str, frames_dir: Path,
+                          folders: dict[str, Path]) -> dict[str, dict]:
+    """System -> {"rows": scored rounds (`refinement.score_rounds`), "predictions":
+    instruction -> round frames, "seconds": wall time of its rounds} for each system of
+    `folders` (name -> model folder) that was evaluated, when `inference.self_correct_rounds`
+    > 0; else empty."""
+    from components.evaluate.refinement import score_rounds
+    from components.evaluate.systems import speechlm_refinement
+
+    cfg, inference = params.evaluate, params.inference
+    if inference.self_correct_rounds == 0:
+        return {}
+    in_set = in_label_set(gold, labels)
+    out = {}
+    for name, folder in folders.items():
+        if name not in systems:
+            print(f"self-correction: {name} was not evaluated, skipped")
+            continue
+        start = time.perf_counter()
+        rounds = speechlm_refinement(Path(folder), evaluated, systems[name],
+                                     frames_dir, data_root, inference, cfg.max_new_tokens,
+                                     cfg.batch_size, params.base.device)
+        keep = systems[name]["utt_id"].isin(in_set["utt_id"])
+        rows = score_rounds(in_set, systems[name][keep],
+                            {k: [f[f["utt_id"].isin(in_set["utt_id"])] for f in frames]
+                             for k, frames in rounds.items()},
+                            labels, cues, cfg.n_boot, params.base.seed)
+        out[name] = {"rows": rows, "predictions": rounds,
+                     "seconds": round(time.perf_counter() - start, 1)}
+    return out
+
+
+def write_self_correction(refined: dict[str, dict], rounds: int, out: Path) -> dict[str, Path]:
+    """`self_correction.json` (DVC metrics: system -> instruction -> round_k -> figures, and
+    the flips), per-system CSV tables, pictures and round predictions; returns the pictures."""
+    from components.evaluate.refinement import refinement_png, refinement_table
+
+    images, metrics = {}, {"rounds": rounds, "systems": {}}
+    for name, entry in refined.items():
+        per = metrics["systems"].setdefault(name, {})
+        for row in entry["rows"]:
+            cell = {k: _finite(v) for k, v in row.items()
+                    if k not in ("instruction", "round")}
+            per.setdefault(row["instruction"], {})[f"round_{row['round']}"] = cell
+        refinement_table(entry["rows"]).to_csv(out / "tables" / f"self_correction_{name}.csv",
+                                               index=False)
+        frames = [f.assign(instruction=k, round=i + 1)
+                  for k, fs in entry["predictions"].items() for i, f in enumerate(fs)]
+        pd.concat(frames).assign(probabilities=lambda d: d["probabilities"].map(json.dumps)) \
+            .to_parquet(out / "predictions" / f"self_correction_{name}.parquet", index=False)
+        images[f"self-correction: {name}"] = refinement_png(
+            entry["rows"], out / "figures" / f"self_correction_{name}.png",
+            f"{name}: self-correction rounds")
+    (out / "self_correction.json").write_text(json.dumps(metrics, indent=2, allow_nan=False)
+                                              + "\n")
+    return images
+
+
 def score_systems(gold: pd.DataFrame, systems: dict[str, pd.DataFrame], labels: list[str],
                   cues: dict, cfg: EvaluateConfig, seed: int) -> dict:
     """metrics.json's `systems` (point values, `ci`, `out_of_set`) and `pvalues`, plus the
@@ -89,7 +155,7 @@ def score_systems(gold: pd.DataFrame, systems: dict[str, pd.DataFrame], labels: 
         rationale_rows,
     )
 
-    in_set = gold[(gold["label"] == "") | gold["label"].isin(labels)]
+    in_set = in_label_set(gold, labels)
     out_of_set = len(gold) - len(in_set)
     result: dict = {"systems": {}, "pvalues": [], "tables": {}}
     for name, pred in systems.items():
@@ -129,8 +195,11 @@ def score_systems(gold: pd.DataFrame, systems: dict[str, pd.DataFrame], labels: 
 
 
 def write_outputs(scored: dict, gold: pd.DataFrame, systems: dict[str, pd.DataFrame],
-                  labels: list[str], meta: dict, out: Path) -> Path:
-    """metrics.json, predictions, DVC plot rows, tables, pictures and report.html."""
+                  labels: list[str], meta: dict, out: Path, refined: dict | None = None,
+                  rounds: int = 0) -> Path:
+    """metrics.json, self_correction.json, predictions, DVC plot rows, tables, pictures and
+    report.html."""
+    from components.evaluate.refinement import refinement_table
     from components.evaluate.report import (
         confusion_png,
         html_report,
@@ -153,6 +222,7 @@ def write_outputs(scored: dict, gold: pd.DataFrame, systems: dict[str, pd.DataFr
         if tables["reliability"] is not None:
             images[f"reliability: {name}"] = reliability_png(
                 tables["reliability"], out / "figures" / f"reliability_{name}.png", name)
+    images.update(write_self_correction(refined or {}, rounds, out))
     metrics = {**meta, "systems": scored["systems"], "pvalues": scored["pvalues"]}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     table = pd.DataFrame({name: {k: v for k, v in m.items() if k not in ("ci",)}
@@ -160,11 +230,14 @@ def write_outputs(scored: dict, gold: pd.DataFrame, systems: dict[str, pd.DataFr
     html_report(table, {n: m["ci"] for n, m in scored["systems"].items()}, scored["pvalues"],
                 {n: t["per_class"] for n, t in scored["tables"].items()},
                 {n: t["slices"] for n, t in scored["tables"].items()}, images, meta,
-                out / "report.html")
+                out / "report.html", self_correction={
+                    name: refinement_table(entry["rows"]) for name, entry in
+                    (refined or {}).items()})
     return out / "metrics.json"
 
 
-def log_to_mlflow(params: Params, scored: dict, out: Path, meta: dict) -> None:
+def log_to_mlflow(params: Params, scored: dict, out: Path, meta: dict,
+                  refined: dict | None = None) -> None:
     """One run per system (same metric names, for the UI's comparison), then the evaluate
     stage's run with the report. The evaluate run comes last so that a `dvc repro` ending
     here closes the pipeline's parent after every system run."""
@@ -187,8 +260,18 @@ def log_to_mlflow(params: Params, scored: dict, out: Path, meta: dict) -> None:
             for sub, pattern in (("figures", f"*_{name}.png"), ("tables", f"*_{name}.csv")):
                 for path in sorted((out / sub).glob(pattern)):
                     mlflow.log_artifact(str(path), artifact_path=sub)
-    with stage_run("evaluate", params.tracking, {"evaluate": as_dict(params.evaluate)}):
+    with stage_run("evaluate", params.tracking, {"evaluate": as_dict(params.evaluate),
+                                                  "inference": as_dict(params.inference)}):
+        for name, entry in (refined or {}).items():
+            rows = entry["rows"]
+            for instruction in dict.fromkeys(r["instruction"] for r in rows[1:]):
+                for row in [rows[0]] + [r for r in rows if r["instruction"] == instruction]:
+                    mlflow.log_metrics({f"self_correction/{name}/{instruction}/{k}": float(row[k])
+                                        for k in ("wa", "ua", "any_annotator_accuracy",
+                                                  "grounding") if _finite(row[k]) is not None},
+                                       step=row["round"])
         mlflow.log_artifact(str(out / "report.html"))
+        mlflow.log_artifact(str(out / "self_correction.json"))
         mlflow.log_artifact(str(out / "metrics.json"))
         mlflow.log_dict({"pvalues": scored["pvalues"]}, "pvalues.json")
 
@@ -244,13 +327,24 @@ def run_evaluate(params: Params, out: Path) -> dict:
     gold = evaluated[GOLD_COLUMNS]
     cues = load_clip_cues(Path(cfg.features), Path(cfg.manifest), sorted(set(evaluated["split"])))
     scored = score_systems(gold, systems, labels, cues, cfg, params.base.seed)
+    refined = score_self_correction(params, evaluated, systems, gold, labels, cues,
+                                    meta.data_root, frames_dir,
+                                    {n: Path(cfg.models[n]) for n in cfg.refine_systems
+                                     if n in cfg.models})
+    # scoring times go to `<out>.run.json`: metrics.json (a dep of register) stays the same
+    seconds = {name: entry.pop("seconds") for name, entry in info.items() if "seconds" in entry}
     report_meta = {"corpus": meta.corpus, "split": cfg.split, "labels": labels,
                    "n_clips": len(gold), "n_speakers": int(gold["speaker"].nunique()),
                    "n_boot": cfg.n_boot, "fitted": info}
     out.mkdir(parents=True, exist_ok=True)
-    write_outputs(scored, gold, systems, labels, report_meta, out)
-    log_to_mlflow(params, scored, out, report_meta)
+    write_run_stats(out, {"seconds": seconds, "self_correction_seconds": {
+        name: entry["seconds"] for name, entry in refined.items()}})
+    write_outputs(scored, gold, systems, labels, report_meta, out, refined,
+                  params.inference.self_correct_rounds)
+    log_to_mlflow(params, scored, out, report_meta, refined)
     print_table(scored["systems"])
+    for name, entry in refined.items():
+        print_self_correction(name, entry["rows"])
     print(f"evaluate: report {out / 'report.html'}")
     return scored["systems"]
 
@@ -266,3 +360,17 @@ def print_table(systems: dict) -> None:
             cells.append("n/a" if v is None else f"{v:.3f}" + (f" [{ci[0]:.3f},{ci[1]:.3f}]"
                                                                  if ci else ""))
         print(f"{name:<20}" + "".join(f"{c:>26}" for c in cells))
+
+
+def print_self_correction(system: str, rows: list[dict]) -> None:
+    """The self-correction table on the console: per instruction and round, UA with its 95%
+    interval, grounding and the flips against round 0."""
+    print(f"self-correction of {system} (flips against round 0, consensus clips):")
+    print(f"{'instruction':<12}{'round':>6}{'UA':>22}{'grounding':>11}{'w->r':>6}{'r->w':>6}"
+          f"{'changed':>8}{'p':>7}")
+    for r in rows:
+        lo, hi = r["ci"].get("ua", [float("nan")] * 2)
+        flips = (f"{r['wrong_to_right']:>6}{r['right_to_wrong']:>6}{r['label_changed']:>8}"
+                 f"{r['mcnemar_p']:>7.2f}" if r["round"] else "")
+        print(f"{r['instruction']:<12}{r['round']:>6}{r['ua']:>10.3f} [{lo:.3f},{hi:.3f}]"
+              f"{r['grounding']:>11.3f}{flips}")

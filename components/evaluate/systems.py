@@ -31,24 +31,39 @@ def speechlm_predictions(folder: Path, rows: pd.DataFrame, frames_dir: Path, dat
                          rationale: bool, max_new_tokens: int, batch_size: int,
                          device: str = "cpu") -> tuple[pd.DataFrame, list[str]]:
     """(predictions of a model folder on `rows` (manifest + features), its label set)."""
+    from components.evaluate.refinement import frame_of
+
+    predictor, clips = predictor_clips(folder, rows, frames_dir, data_root, max_new_tokens,
+                                        device)
+    results = predictor.predict_clips(clips, rationale=rationale, batch_size=batch_size,
+                                      progress=True)
+    return frame_of(results, rows["utt_id"].tolist()), predictor.labels
+
+
+def predictor_clips(folder: Path, rows: pd.DataFrame, frames_dir: Path, data_root: str,
+                     max_new_tokens: int, device: str) -> tuple[object, list]:
+    """(the serving predictor of a model folder, its inputs for `rows`)."""
     from components.serve.predictor import clips_from_features, frames_of, load_predictor
 
     predictor = load_predictor(folder, max_new_tokens=max_new_tokens, device=device)
     ids = rows["utt_id"].tolist()
     frames = frames_of(frames_dir, ids) if predictor.uses_frames else None
     audio = None if predictor.text_only or frames is not None else _audio(rows, data_root)
-    clips = clips_from_features(rows, frames, predictor, audio)
-    results = predictor.predict_clips(clips, rationale=rationale, batch_size=batch_size,
-                                      progress=True)
-    out = pd.DataFrame({
-        "utt_id": ids,
-        "label": [r["label"] for r in results],
-        "probabilities": [r["probabilities"] for r in results],
-        "rationale": [r["rationale"] for r in results],
-        "well_formed": [r["well_formed"] for r in results],
-        "output": [r["output"] for r in results],
-    })
-    return out, predictor.labels
+    return predictor, clips_from_features(rows, frames, predictor, audio)
+
+
+def speechlm_refinement(folder: Path, rows: pd.DataFrame, first: pd.DataFrame,
+                        frames_dir: Path, data_root: str, inference, max_new_tokens: int,
+                        batch_size: int, device: str = "cpu") -> dict[str, list[pd.DataFrame]]:
+    """A model folder's self-correction rounds on `rows`, from its first answers `first`:
+    instruction (and `control`) -> predictions of rounds 1..K (`inference`: InferenceConfig)."""
+    from components.evaluate.refinement import run_rounds
+
+    predictor, clips = predictor_clips(folder, rows, frames_dir, data_root, max_new_tokens,
+                                        device)
+    first = first.set_index("utt_id").loc[rows["utt_id"]].reset_index()
+    return run_rounds(predictor, clips, first, inference.instructions, inference.control,
+                      inference.self_correct_rounds, batch_size)
 
 
 @torch.no_grad()

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from safetensors import safe_open
-from safetensors.numpy import save_file
+from safetensors.numpy import save
 
 from components.features.prosody import SR, WIN, F0Track, f0_track, frame_energy_db, frame_signal, n_frames
 
@@ -103,8 +103,20 @@ def write_shard(
         if array.ndim != 2 or array.shape[1] != len(feature_names):
             raise ValueError(f"{path}: {utt_id} has shape {array.shape}, expected [T, {len(feature_names)}]")
     metadata = {"format": SHARD_FORMAT, "utt_ids": json.dumps(ids), "feature_names": json.dumps(list(feature_names))}
+    data = save({utt_id: np.ascontiguousarray(array) for utt_id, array in items}, metadata=metadata)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_file({utt_id: np.ascontiguousarray(array) for utt_id, array in items}, str(path), metadata=metadata)
+    Path(path).write_bytes(canonical_header(data))
+
+
+def canonical_header(data: bytes) -> bytes:
+    """A safetensors file whose JSON header has its keys sorted. safetensors writes the
+    metadata in hash-map order, which changes from process to process: the same frames would
+    give a new file hash on every run, and DVC would re-run every stage after features."""
+    size = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8:8 + size]), sort_keys=True, separators=(",", ":"),
+                        ensure_ascii=False).encode()
+    # the same entries, re-ordered: as long as the original, whose padding is spaces
+    return data[:8] + header.ljust(size, b" ") + data[8 + size:]
 
 
 def iter_shard(path: Path | str) -> Iterator[tuple[str, np.ndarray]]:

@@ -24,6 +24,7 @@ from components.features.frames import FRAME_FEATURE_NAMES, write_shard
 from components.features.levels import apply_levels, fit_levels, load_levels, save_levels
 from components.paths import UnsafePathError, resolve_audio_path
 from components.prepare.schema import read_manifest
+from components.run_stats import write_run_stats
 
 CARRIED = ("corpus", "speaker", "gender", "split")
 ENGINES = ("process", "ray")
@@ -157,7 +158,8 @@ def build_features(df: pd.DataFrame, root: Path, cfg: FeaturesConfig, out: Path,
 
 
 def run_features(params: Params, manifest: Path, out: Path, levels_path: Path | None) -> dict:
-    """Write out/features.parquet, out/levels.json, out/frames/ and out/summary.json."""
+    """Write out/features.parquet, out/levels.json, out/frames/ and out/summary.json, and the
+    run's timing to `<out>.run.json` (components.run_stats)."""
     import mlflow
 
     from components.tracking import stage_run
@@ -176,11 +178,11 @@ def run_features(params: Params, manifest: Path, out: Path, levels_path: Path | 
         save_levels(out / "levels.json", levels)
         flags = Counter(f.split(":")[0].split(" ")[0] for fl in feats["flags"] for f in fl)
         audio_s = float(np.nansum(feats["duration_s"]))
+        timing = {"seconds": round(elapsed, 2),
+                  "real_time_factor": round(elapsed / audio_s, 4) if audio_s else None}
         summary = {
             "clips": len(feats),
-            "seconds": round(elapsed, 2),
             "audio_seconds": round(audio_s, 1),
-            "real_time_factor": round(elapsed / audio_s, 4) if audio_s else None,
             "levels_fitted": levels_path is None,
             "flags": dict(sorted(flags.items())),
             "intonation": feats["intonation"].value_counts().to_dict(),
@@ -189,10 +191,11 @@ def run_features(params: Params, manifest: Path, out: Path, levels_path: Path | 
             else None,
         }
         (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        write_run_stats(out, timing)
         mlflow.log_metrics({"clips": len(feats), "seconds": elapsed,
-                            "real_time_factor": summary["real_time_factor"] or 0.0})
-        mlflow.log_dict(summary, "features_summary.json")
+                            "real_time_factor": timing["real_time_factor"] or 0.0})
+        mlflow.log_dict({**summary, **timing}, "features_summary.json")
         mlflow.log_artifact(str(out / "levels.json"))
     print(f"features: {len(feats)} clips in {elapsed:.1f} s "
           f"({audio_s / max(elapsed, 1e-9):.1f}x real time); flags {summary['flags']}")
-    return summary
+    return {**summary, **timing}

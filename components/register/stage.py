@@ -77,12 +77,16 @@ def run_register(params: Params, model_folder: Path | str | None = None,
         if cfg.system not in params.evaluate.models:
             raise ValueError(f"evaluate.models has no folder for system {cfg.system!r}")
         model_folder = params.evaluate.models[cfg.system]
+    inference = params.inference
     with stage_run("register", params.tracking,
-                   {"register": as_dict(cfg), "serve": as_dict(params.serve)}) as run:
+                   {"register": as_dict(cfg), "serve": as_dict(params.serve),
+                    "inference": as_dict(inference)}) as run:
         info = log_pyfunc(Path(model_folder), "model", registered_model_name=cfg.model_name,
                           max_duration_s=params.serve.max_duration_s,
                           batch_size=params.serve.batch_size, dtype=params.serve.dtype,
-                          device=params.base.device)
+                          device=params.base.device, self_correct=(
+                              inference.instructions[inference.self_correct_instruction],
+                              inference.self_correct_rounds))
         version = str(info.registered_model_version)
         client = mlflow.MlflowClient()
         champion_version, champion = current_champion(client, cfg.model_name, cfg.gate_metric)

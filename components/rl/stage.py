@@ -17,6 +17,7 @@ from pathlib import Path
 
 from components.config import Params, as_dict
 from components.rl.worker import SUMMARY_FILE, checkpoint_folder, train_worker
+from components.run_stats import read_run_stats, write_run_stats
 
 
 def _start_ray(cfg) -> bool:
@@ -76,9 +77,9 @@ def run_rl(params: Params) -> dict:
             start = time.perf_counter()
             trainer.fit()
             minutes = (time.perf_counter() - start) / 60
-            summary = json.loads((Path(cfg.out) / SUMMARY_FILE).read_text())
-            summary["train_minutes"] = round(minutes, 2)
-            (Path(cfg.out) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+            timing = read_run_stats(cfg.out) | {"train_minutes": round(minutes, 2)}
+            write_run_stats(cfg.out, timing)
+            summary = json.loads((Path(cfg.out) / SUMMARY_FILE).read_text()) | timing
             mlflow.log_metric("train_minutes", minutes)
     finally:
         if started:

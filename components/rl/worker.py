@@ -19,6 +19,7 @@ from transformers import TrainerCallback
 
 from components.config import Params, as_dict, params_from_dict
 from components.rl.ptr import ProgressiveSchedule
+from components.run_stats import write_run_stats
 
 SCHEDULE_FILE = "ptr_schedule.json"
 SUMMARY_FILE = "rl.json"
@@ -161,13 +162,20 @@ def train_worker(config: dict) -> None:
                "resumed_at_step": int(resume.name.rpartition("-")[2]) if resume else 0,
                "clips": len(rows), "schedule_on_at_end": schedule.on,
                "train_accuracy_at_end": schedule.accuracy,
-               "seconds_per_step": step_seconds(history),
-               "first": history[0] if history else {}, "last": history[-1] if history else {}}
+               "first": untimed(history[0]) if history else {},
+               "last": untimed(history[-1]) if history else {}}
     if rank == 0:
         lm = trainer.accelerator.unwrap_model(trainer.model).model.language_model
         write_rl_folder(Path(cfg.sft), _adapter_state(lm), _adapter_config(lm), Path(cfg.out))
         (Path(cfg.out) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+        write_run_stats(cfg.out, {"seconds_per_step": step_seconds(history)})
     ray.train.report({k: v for k, v in summary.items() if isinstance(v, (int, float, bool))})
+
+
+def untimed(entry: dict) -> dict:
+    """A step's log without its seconds (`time/<phase>`, TRL's `step_time`): wall-clock time
+    goes to `<out>.run.json`, not into the model folder."""
+    return {k: v for k, v in entry.items() if not k.startswith("time/") and k != "step_time"}
 
 
 def step_seconds(history: list[dict]) -> dict[str, float]:

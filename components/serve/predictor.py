@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,10 +31,38 @@ from components.device import resolve_device, to_device
 from components.distill.records import LEVEL_FIELDS
 from components.features.prosody import SR
 from components.speechlm.encoders import collate_frames, n_audio_tokens
-from components.speechlm.formats import build_prompt, label_continuations, parse_output
+from components.speechlm.formats import (
+    NO_TRANSCRIPT,
+    build_prompt,
+    label_continuations,
+    neutralise,
+    parse_output,
+)
 from components.speechlm.io import LEVELS_FILE, TASK_FILE
 from components.speechlm.prosody_vector import clip_vectors, load_stats
 from components.speechlm.zeroshot import clip_cues, text_prompt
+
+Turns = Sequence[tuple[str, str]]
+"""Earlier turns of a chat after the clip's prompt: (the model's answer, the follow-up)."""
+
+FOLLOWUP_FIELDS = {"pitch": "pitch_level", "pitch_range": "pitch_range_level",
+                   "energy": "energy_level", "rate": "rate_level", "pauses": "pause_level",
+                   "intonation": "intonation"}
+"""Follow-up template field -> the clip's measured level (`ClipInput.cues`)."""
+
+
+def followup(template: str, clip: ClipInput) -> str:
+    """A follow-up instruction filled in with the clip's measured levels ("unknown" where a
+    level could not be measured) and transcript; a template without fields is used as is.
+    An unknown field is an error naming the fields there are."""
+    values = {name: clip.cues.get(level) or "unknown" for name, level in FOLLOWUP_FIELDS.items()}
+    values["transcript"] = neutralise(clip.transcript or NO_TRANSCRIPT, "transcript")
+    try:
+        return template.format(**values)
+    except (KeyError, IndexError) as exc:
+        raise ValueError(f"follow-up instruction names an unknown field {exc}; fields: "
+                         f"{sorted(values)}") from None
+
 
 CUE_VALUES = ("f0_median_hz", "f0_range_st", "energy_dbfs", "rate_sps", "pause_ratio")
 """Measured values returned with a prediction beside the levels (LEVEL_FIELDS)."""
@@ -68,7 +97,7 @@ def cues_of(row: dict) -> dict:
     return out
 
 
-def _left_pad(rows: list[list[int]], pad: int, device: torch.device,
+def left_pad(rows: list[list[int]], pad: int, device: torch.device,
               ) -> tuple[torch.Tensor, torch.Tensor]:
     """(input ids, attention mask) of token rows padded on the left, as `generate` takes them,
     on `device`."""
@@ -81,15 +110,19 @@ def _left_pad(rows: list[list[int]], pad: int, device: torch.device,
     return ids.to(device), mask.to(device)
 
 
-def _positions(mask: torch.Tensor) -> torch.Tensor:
+def padded_positions(mask: torch.Tensor) -> torch.Tensor:
     """Position ids of left-padded rows (what `generate` computes), so a scored prompt is
     encoded exactly as when it is generated from."""
     return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
 class Predictor:
-    def __init__(self, model, tokenizer, task: dict, folder: Path, max_new_tokens: int = 96):
+    def __init__(self, model, tokenizer, task: dict, folder: Path, max_new_tokens: int = 96,
+                 self_correct: tuple[str, int] | None = None):
         self.model, self.tokenizer, self.task = model.eval(), tokenizer, task
+        self.refinement = self_correct if self_correct and self_correct[1] > 0 else None
+        """(follow-up instruction, rounds): `predict_clips` answers with the last round's
+        answer (see `self_correct`); None: the first answer."""
         self.folder = Path(folder)
         self.labels: list[str] = list(task["labels"])
         self.fmt, self.source = task["format"], task["transcript_source"]
@@ -128,7 +161,8 @@ class Predictor:
                 for row, a, p in zip(feats.to_dict("records"), audio, prosody)]
 
     # ------------------------------------------------------------------ prompts
-    def _prompt_ids(self, clip: ClipInput, n_frames: int) -> list[int]:
+    def messages(self, clip: ClipInput, n_frames: int, history: Turns = ()) -> list[dict]:
+        """The chat of one clip: its prompt, then each earlier (answer, follow-up) turn."""
         config = self.model.config
         if self.text_only:
             messages = text_prompt(clip.transcript, clip.caption, self.fmt, self.labels,
@@ -136,8 +170,15 @@ class Predictor:
         else:
             messages = build_prompt("ser", self.fmt, self.source, clip.transcript, self.labels,
                                     n_audio_tokens(config, n_frames), config.audio_token)
-        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
-                                                  tokenize=True, return_dict=False)
+        for answer, followup in history:
+            messages += [{"role": "assistant", "content": answer.strip()},
+                         {"role": "user", "content": followup}]
+        return messages
+
+    def _prompt_ids(self, clip: ClipInput, n_frames: int, history: Turns = ()) -> list[int]:
+        return self.tokenizer.apply_chat_template(self.messages(clip, n_frames, history),
+                                                  add_generation_prompt=True, tokenize=True,
+                                                  return_dict=False)
 
     def _audio(self, clips: list[ClipInput]) -> tuple[dict, list[int]]:
         """Model audio inputs of a batch (on the model's device) and the input frames per
@@ -152,6 +193,13 @@ class Predictor:
         if self.model.config.prosody_dim:
             inputs["prosody_values"] = torch.from_numpy(np.stack([c.prosody for c in clips]))
         return to_device(inputs, self.device), [int(n) for n in mask.sum(-1).tolist()]
+
+    def chat_inputs(self, clips: list[ClipInput], histories: list[Turns] | None = None,
+                    ) -> tuple[list[list[int]], dict]:
+        """(token rows of the clips' chats up to the assistant's turn, their audio inputs)."""
+        audio, n_frames = self._audio(clips)
+        histories = histories or [()] * len(clips)
+        return [self._prompt_ids(c, n, h) for c, n, h in zip(clips, n_frames, histories)], audio
 
     # ------------------------------------------------------------------ scoring
     def _continuations(self, transcripts: list[str | None], rationales: list[str | None],
@@ -181,9 +229,9 @@ class Predictor:
         single = all(len(s) == 1 for _, rest in continuations for s in rest)
         if single:
             rows = [p + shared for p, (shared, _) in zip(prompts, continuations)]
-            ids, mask = _left_pad(rows, pad, self.device)
+            ids, mask = left_pad(rows, pad, self.device)
             logits = self.model(input_ids=ids, attention_mask=mask, **audio,
-                                position_ids=_positions(mask), logits_to_keep=1).logits
+                                position_ids=padded_positions(mask), logits_to_keep=1).logits
             logits = logits[:, -1].float().log_softmax(-1)
             targets = torch.tensor([[s[0] for s in rest] for _, rest in continuations],
                                    device=self.device)
@@ -194,10 +242,10 @@ class Predictor:
                 for suffix in rest:
                     rows.append(p + shared + suffix)
                     spans.append(len(suffix))
-            ids, mask = _left_pad(rows, pad, self.device)
+            ids, mask = left_pad(rows, pad, self.device)
             repeat = len(self.labels)
             expanded = {k: v.repeat_interleave(repeat, 0) for k, v in audio.items()}
-            logp = self.model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask),
+            logp = self.model(input_ids=ids, attention_mask=mask, position_ids=padded_positions(mask),
                               **expanded).logits.float().log_softmax(-1)
             width = ids.shape[1]
             totals = []
@@ -209,16 +257,16 @@ class Predictor:
 
     @torch.no_grad()
     def _generate(self, rows: list[list[int]], audio: dict) -> list[str]:
-        ids, mask = _left_pad(rows, self.tokenizer.pad_token_id, self.device)
+        ids, mask = left_pad(rows, self.tokenizer.pad_token_id, self.device)
         out = self.model.generate(input_ids=ids, attention_mask=mask, **audio,
                                   max_new_tokens=self.max_new_tokens, do_sample=False,
                                   pad_token_id=self.tokenizer.pad_token_id)
         return self.tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
 
     # ------------------------------------------------------------------ prediction
-    def _predict_batch(self, clips: list[ClipInput], rationale: bool) -> list[dict]:
-        audio, n_frames = self._audio(clips)
-        prompts = [self._prompt_ids(c, n) for c, n in zip(clips, n_frames)]
+    def _predict_batch(self, clips: list[ClipInput], rationale: bool,
+                       histories: list[Turns] | None = None) -> list[dict]:
+        prompts, audio = self.chat_inputs(clips, histories)
         label_first = self.fmt == "explain_after" and self.source == "asr"
         texts: list[str] = [""] * len(clips)
         transcripts: list[str | None] = [None] * len(clips)
@@ -258,14 +306,44 @@ class Predictor:
     def predict_clips(self, clips: list[ClipInput], rationale: bool = True,
                       batch_size: int = 8, progress: bool = False) -> list[dict]:
         """One result per clip, in order: transcript, label, probabilities (label -> p),
-        rationale, cues, well_formed (None without a rationale), output (the raw text)."""
+        rationale, cues, well_formed (None without a rationale), output (the raw text).
+        With `refinement` set and a rationale asked for, the answer after the last round."""
         from tqdm import tqdm
 
         results: list[dict] = []
         starts = range(0, len(clips), batch_size)
         for start in tqdm(starts, desc="predict", disable=not progress, unit="batch"):
             results += self._predict_batch(clips[start:start + batch_size], rationale)
+        if self.refinement and rationale and clips:
+            instruction, rounds = self.refinement
+            results = self.self_correct(clips, results, instruction, rounds, batch_size,
+                                        progress)[-1]
         return results
+
+    def self_correct(self, clips: list[ClipInput], first: list[dict], instruction: str,
+                     rounds: int, batch_size: int = 8, progress: bool = False,
+                     ) -> list[list[dict]]:
+        """Refinement (arXiv 2505.11924): `rounds` more answers per clip, each given the whole
+        chat so far (prompt, every earlier answer, each followed by `instruction` filled in
+        with the clip's cues and transcript, see `followup`). Returns the results of rounds
+        1..K (as `predict_clips`'); `first` are round 0's, whose `output` starts the chat."""
+        from tqdm import tqdm
+
+        answers = [[r["output"]] for r in first]
+        texts = [followup(instruction, clip) for clip in clips]
+        out: list[list[dict]] = []
+        for k in range(1, rounds + 1):
+            results: list[dict] = []
+            for start in tqdm(range(0, len(clips), batch_size), disable=not progress,
+                              desc=f"round {k}", unit="batch"):
+                stop = start + batch_size
+                histories = [[(a, t) for a in said]
+                             for said, t in zip(answers[start:stop], texts[start:stop])]
+                results += self._predict_batch(clips[start:stop], True, histories)
+            for said, r in zip(answers, results):
+                said.append(r["output"])
+            out.append(results)
+        return out
 
     def predict_audio(self, audio: list[np.ndarray], speakers: list[str | None] | None = None,
                       rationale: bool = True, batch_size: int = 8,
@@ -306,10 +384,12 @@ def cast_for_serving(model, dtype: str):
 
 
 def load_predictor(folder: Path | str, max_new_tokens: int = 96,
-                   dtype: str = "float32", device: str = "cpu") -> Predictor:
+                   dtype: str = "float32", device: str = "cpu",
+                   self_correct: tuple[str, int] | None = None) -> Predictor:
     """A Predictor for a model folder written by `emoreason sft`, `emoreason zeroshot` or
     `emoreason model export`, with its weights in `dtype` (see `cast_for_serving`) on `device`
-    (a `base.device` name, see `components.device.resolve_device`)."""
+    (a `base.device` name, see `components.device.resolve_device`); `self_correct`:
+    (instruction, rounds) of refinement after the first answer."""
     from components.speechlm.io import load_speechlm
 
     folder = Path(folder)
@@ -323,7 +403,8 @@ def load_predictor(folder: Path | str, max_new_tokens: int = 96,
                          "bfloat16")
     model, tokenizer = load_speechlm(folder)
     model = cast_for_serving(model, dtype).to(where)
-    return Predictor(model, tokenizer, json.loads(task_path.read_text()), folder, max_new_tokens)
+    return Predictor(model, tokenizer, json.loads(task_path.read_text()), folder, max_new_tokens,
+                     self_correct)
 
 
 def frames_of(frames_dir: Path | str, utt_ids: list[str]) -> dict[str, np.ndarray]:

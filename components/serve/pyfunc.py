@@ -98,7 +98,9 @@ class EmoReasonModel(mlflow.pyfunc.PythonModel):
     Model config (set when logged, overridable at load time): `max_duration_s` (longer clips
     get an error), `batch_size`, `allow_paths` (default false), `max_new_tokens`, `dtype`
     (the weights' number format, `components.serve.predictor.cast_for_serving`) and `device`
-    (a `base.device` name; default cpu, as models logged before it was a setting ran)."""
+    (a `base.device` name; default cpu, as models logged before it was a setting ran),
+    `self_correct_rounds` and `self_correct_instruction` (refinement after the first answer,
+    `inference.*`; default 0: off)."""
 
     def load_context(self, context) -> None:
         from components.serve.predictor import load_predictor
@@ -110,7 +112,10 @@ class EmoReasonModel(mlflow.pyfunc.PythonModel):
         self.predictor = load_predictor(Path(context.artifacts["model"]),
                                         max_new_tokens=int(config.get("max_new_tokens", 96)),
                                         dtype=str(config.get("dtype", "float32")),
-                                        device=str(config.get("device", "cpu")))
+                                        device=str(config.get("device", "cpu")),
+                                        self_correct=(
+                                            str(config.get("self_correct_instruction", "")),
+                                            int(config.get("self_correct_rounds", 0))))
 
     def predict(self, context, model_input: pd.DataFrame,
                 params: dict[str, Any] | None = None) -> pd.DataFrame:
@@ -219,10 +224,11 @@ def signature():
 
 def log_pyfunc(model_folder: Path | str, artifact_name: str = "model",
                registered_model_name: str | None = None, max_duration_s: float = 60.0,
-               batch_size: int = 8, dtype: str = "float32", device: str = "cpu"):
+               batch_size: int = 8, dtype: str = "float32", device: str = "cpu",
+               self_correct: tuple[str, int] = ("", 0)):
     """Log the model folder as a pyfunc in the active MLflow run (registering it under
-    `registered_model_name` when given); returns the ModelInfo. `dtype` and `device` go into
-    the model config (see `EmoReasonModel`).
+    `registered_model_name` when given); returns the ModelInfo. `dtype`, `device` and
+    `self_correct` (instruction, rounds) go into the model config (see `EmoReasonModel`).
 
     The logged model is checked first: it answers the input example in-process (and MLflow
     answers it again from the saved copy), and a model that cannot answer its own example
@@ -232,7 +238,9 @@ def log_pyfunc(model_folder: Path | str, artifact_name: str = "model",
     if not (model_folder / "task.json").exists():
         raise FileNotFoundError(f"{model_folder} is not a trained model folder (no task.json)")
     config = {"max_duration_s": float(max_duration_s), "batch_size": int(batch_size),
-              "allow_paths": False, "dtype": dtype, "device": device}
+              "allow_paths": False, "dtype": dtype, "device": device,
+              "self_correct_instruction": self_correct[0],
+              "self_correct_rounds": int(self_correct[1])}
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         staged = _stage_model(model_folder, tmp_path)

@@ -19,11 +19,12 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
 from torch.nn import functional as F
 
 from components.device import to_device
+from components.features.frames import canonical_header
 from components.speechlm.formats import PERCEPTION_TASKS
 from components.speechlm.model import IGNORE
 
@@ -176,8 +177,8 @@ def save_classifier(folder: Path, backbone: nn.Module, head: nn.Linear,
         modules["prosody_projector"] = backbone.prosody_projector
     tensors = {f"{prefix}.{k}": v.detach().contiguous().clone()
                for prefix, module in modules.items() for k, v in module.state_dict().items()}
-    save_file(tensors, str(folder / CLASSIFIER_FILE),
-              metadata={"format": CLASSIFIER_FORMAT, "labels": json.dumps(list(label_set))})
+    data = save(tensors, metadata={"format": CLASSIFIER_FORMAT, "labels": json.dumps(list(label_set))})
+    (folder / CLASSIFIER_FILE).write_bytes(canonical_header(data))  # same weights, same bytes
     return folder / CLASSIFIER_FILE
 
 

@@ -31,6 +31,7 @@ from components.config import Params, SFTConfig, as_dict
 from components.device import resolve_device, to_device, trainer_precision
 from components.distill.stage import read_records
 from components.prepare.schema import read_manifest
+from components.run_stats import write_run_stats
 from components.speechlm.collate import AudioSource, SpeechCollator
 from components.speechlm.formats import PERCEPTION_TASKS, parse_output
 from components.speechlm.model import IGNORE
@@ -320,7 +321,6 @@ def train_sft(params: Params, out: Path) -> dict:
         write_task(out, cfg.format, cfg.transcript_source, label_set, params.features.asr,
                    cfg.levels)
         summary = {
-            "train_minutes": round(minutes, 2),
             "steps": trainer.state.global_step,
             "resumed_at_step": int(resume.name.rpartition("-")[2]) if resume else 0,
             "examples": split_summary(train + dev),
@@ -329,6 +329,8 @@ def train_sft(params: Params, out: Path) -> dict:
         }
         (out / "eval.json").write_text(json.dumps({**summary, "samples": result["samples"]},
                                                   indent=2) + "\n")
+        summary["train_minutes"] = round(minutes, 2)
+        write_run_stats(out, {"train_minutes": summary["train_minutes"]})
         mlflow.log_metrics({"dev_accuracy": result["dev_accuracy"],
                             "dev_accuracy_unknown_speaker": result["dev_accuracy_unknown_speaker"],
                             "dev_well_formed": result["dev_well_formed"],
