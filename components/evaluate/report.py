@@ -234,10 +234,24 @@ def _meta(meta: dict) -> str:
     return f'<dl class="meta">{"".join(items)}</dl>'
 
 
+ROUND_COLUMNS = ("wa", "ua", "any_annotator_accuracy", "grounding", "well_formed",
+                 "wrong_to_right", "right_to_wrong", "label_changed", "mcnemar_p")
+
+
+def _rounds_frame(rows: list[dict]) -> tuple[pd.DataFrame, dict]:
+    """Self-correction rows (`refinement.score_rounds`) as a table with one row per answer
+    ("recheck, round 1") and its intervals, keyed like the systems table's."""
+    names = ["first answer" if r["round"] == 0 else f"{r['instruction']}, round {r['round']}"
+             for r in rows]
+    frame = pd.DataFrame([{"answer": n, **{c: r.get(c) for c in ROUND_COLUMNS}}
+                          for n, r in zip(names, rows)])
+    return frame, {n: r["ci"] for n, r in zip(names, rows)}
+
+
 def html_report(table: pd.DataFrame, cis: dict[str, dict[str, list[float]]],
                 pvalues: list[dict], per_class: dict[str, pd.DataFrame],
                 slices: dict[str, pd.DataFrame], images: dict[str, Path], meta: dict,
-                path: Path | str, self_correction: dict[str, pd.DataFrame] | None = None,
+                path: Path | str, self_correction: dict[str, list[dict]] | None = None,
                 ) -> Path:
     """Write the evaluation report as one self-contained HTML file.
 
@@ -272,8 +286,9 @@ def html_report(table: pd.DataFrame, cis: dict[str, dict[str, list[float]]],
                    "wrong to right); p: exact McNemar test of the two flip counts. The control "
                    "follow-up asks for nothing: a correction helps only if it beats the "
                    "control.</p>")]
-        for system, frame in self_correction.items():
-            parts += [f"<h3>{_esc(system)}</h3>", _table(frame)]
+        for system, rows in self_correction.items():
+            frame, cis = _rounds_frame(rows)
+            parts += [f"<h3>{_esc(system)}</h3>", _table(frame, cis=cis)]
     for heading, frames in (("Per class (consensus clips)", per_class),
                             ("Per slice", slices)):
         parts.append(f"<h2>{_esc(heading)}</h2>")

@@ -199,7 +199,6 @@ def write_outputs(scored: dict, gold: pd.DataFrame, systems: dict[str, pd.DataFr
                   rounds: int = 0) -> Path:
     """metrics.json, self_correction.json, predictions, DVC plot rows, tables, pictures and
     report.html."""
-    from components.evaluate.refinement import refinement_table
     from components.evaluate.report import (
         confusion_png,
         html_report,
@@ -231,8 +230,7 @@ def write_outputs(scored: dict, gold: pd.DataFrame, systems: dict[str, pd.DataFr
                 {n: t["per_class"] for n, t in scored["tables"].items()},
                 {n: t["slices"] for n, t in scored["tables"].items()}, images, meta,
                 out / "report.html", self_correction={
-                    name: refinement_table(entry["rows"]) for name, entry in
-                    (refined or {}).items()})
+                    name: entry["rows"] for name, entry in (refined or {}).items()})
     return out / "metrics.json"
 
 

@@ -23,18 +23,22 @@ from components.serve.predictor import left_pad, padded_positions
 
 
 def emotion_token_ids(tokenizer, labels: list[str]) -> dict[str, list[int]]:
-    """Emotion -> the first token of each of its word forms (as the label, with and without
-    a leading space, capitalised or not): the token whose logit decides whether the model
-    starts saying that word. Tokens shared by two emotions are left out of both."""
+    """Emotion -> the tokens of its word forms (as the label, with and without a leading
+    space, capitalised or not) that are one token each: a whole word's logit. Only for an
+    emotion with no such form, the first tokens of its forms that hold three letters or
+    more ("ang"), never a bare letter or an article ("H", " an") that many words share.
+    Tokens shared by two emotions are left out of both."""
     sets = {}
     for label in labels:
-        ids = set()
+        whole, first = set(), set()
         for word in label_forms(label):
             for variant in (word, f" {word}", word.capitalize(), f" {word.capitalize()}"):
                 pieces = tokenizer(variant, add_special_tokens=False)["input_ids"]
-                if pieces:
-                    ids.add(pieces[0])
-        sets[label] = ids
+                if len(pieces) == 1:
+                    whole.add(pieces[0])
+                elif pieces and len(tokenizer.decode(pieces[:1]).strip()) >= 3:
+                    first.add(pieces[0])
+        sets[label] = whole or first
     shared = {t for a in labels for b in labels if a != b for t in sets[a] & sets[b]}
     return {label: sorted(ids - shared) for label, ids in sets.items()}
 

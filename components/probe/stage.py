@@ -86,6 +86,7 @@ def probe_results(predictor, clips: list, instructions: dict[str, str], control:
     }
     per_clip = {}
     for name, text in {**instructions, **pair}.items():
+        print(f"probe: hidden-state shift of {name!r} on {len(clips)} clips")
         delta = logit_shift(predictor.model,
                             followup_hidden(predictor, clips, answers, text, batch_size)
                             - reference)
