@@ -28,9 +28,7 @@ from components.evaluate.rationale_quality import (
 CONTROL = "control"
 """The row name of the control follow-up."""
 ROUND_KEYS = ("wa", "ua", "any_annotator_accuracy")
-RATIONALE_KEYS = ("grounding", "well_formed")
-FLIP_KEYS = ("wrong_to_right", "right_to_wrong", "right_kept", "wrong_kept", "wrong_changed",
-             "label_changed", "mcnemar_p")
+"""Label metrics of a round (`point_metrics` keys); grounding and well_formed are added."""
 
 
 def flips(gold: pd.DataFrame, before: pd.DataFrame, after: pd.DataFrame,
@@ -56,7 +54,8 @@ def flips(gold: pd.DataFrame, before: pd.DataFrame, after: pd.DataFrame,
 
 def round_scores(gold: pd.DataFrame, pred: pd.DataFrame, labels: list[str], cues: dict,
                  n_boot: int, seed: int) -> tuple[dict, dict]:
-    """(values, 95% intervals) of one round's predictions: ROUND_KEYS and RATIONALE_KEYS."""
+    """(values, 95% intervals) of one round's predictions: ROUND_KEYS, grounding and the
+    well-formed share."""
     values = {k: point_metrics(gold, pred, labels)[k] for k in ROUND_KEYS}
     ci = {k: v for k, v in bootstrap_ci(gold, pred, labels, n_boot=n_boot, seed=seed).items()
           if k in ROUND_KEYS}

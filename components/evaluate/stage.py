@@ -242,6 +242,7 @@ def log_to_mlflow(params: Params, scored: dict, out: Path, meta: dict,
     import mlflow
 
     from components.config import as_dict
+    from components.evaluate.refinement import ROUND_KEYS
     from components.tracking import stage_run
 
     for name, entry in scored["systems"].items():
@@ -265,8 +266,8 @@ def log_to_mlflow(params: Params, scored: dict, out: Path, meta: dict,
             for instruction in dict.fromkeys(r["instruction"] for r in rows[1:]):
                 for row in [rows[0]] + [r for r in rows if r["instruction"] == instruction]:
                     mlflow.log_metrics({f"self_correction/{name}/{instruction}/{k}": float(row[k])
-                                        for k in ("wa", "ua", "any_annotator_accuracy",
-                                                  "grounding") if _finite(row[k]) is not None},
+                                        for k in (*ROUND_KEYS, "grounding")
+                                        if _finite(row[k]) is not None},
                                        step=row["round"])
         mlflow.log_artifact(str(out / "report.html"))
         mlflow.log_artifact(str(out / "self_correction.json"))

@@ -57,8 +57,8 @@ def identity_error(predictor, clips: list) -> float:
     ids, mask = left_pad(rows, predictor.tokenizer.pad_token_id, predictor.device)
     logits = predictor.model(input_ids=ids, attention_mask=mask, **audio,
                              position_ids=padded_positions(mask), logits_to_keep=1).logits[:, -1]
-    weight = predictor.model.get_output_embeddings().weight
-    return float((hidden.to(weight.dtype) @ weight.T - logits).abs().max())
+    return float(np.abs(logit_shift(predictor.model, hidden)
+                        - logits.float().cpu().numpy()).max())
 
 
 def probe_results(predictor, clips: list, instructions: dict[str, str], control: str,
