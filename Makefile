@@ -29,10 +29,7 @@ model: install
 
 demo: model
 	dvc repro
-	@echo "Evaluation report: reports/evaluate/report.html (dvc metrics show; dvc plots show)"
-	@echo "MLflow UI: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db, then open"
-	@echo "  http://127.0.0.1:5000/#/experiments/1/runs?workflowType=machine_learning"
-	@echo "Serve the champion: $(VENV)/bin/emoreason serve --alias champion --port 5001"
+	@$(VENV)/bin/emoreason summary
 
 test: install
 	$(VENV)/bin/pytest -q

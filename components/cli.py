@@ -6,9 +6,11 @@ command do the same thing, and a stage also runs outside the pipeline.
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 from components.config import ConfigError, Params, load_params
+from components.stage_times import record, stage_of
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -248,6 +250,12 @@ def cmd_model_export(args: argparse.Namespace, params: Params) -> None:
     from components.serve.export import export_for_serving
 
     print(export_for_serving(Path(args.model), Path(args.out)))
+
+
+def cmd_summary(args: argparse.Namespace, params: Params) -> None:
+    from components.summary import summary_lines
+
+    print("\n".join(summary_lines(params)))
 
 
 def cmd_flow(args: argparse.Namespace, params: Params) -> None:
@@ -518,6 +526,15 @@ def build_parser() -> argparse.ArgumentParser:
     mx.add_argument("--out", required=True, help="the serving folder to write")
     mx.set_defaults(func=cmd_model_export)
 
+    su = sub.add_parser(
+        "summary", help="the last run's evaluation table, registry decision and stage times",
+        description="Reads what the stages wrote (evaluate.out/metrics.json, register.out/"
+                    "result.json, .emoreason/stage_times.jsonl) and prints the evaluation table "
+                    "with 95% intervals, the registry's decision, each stage's wall time and "
+                    "where the report and the MLflow UI are.",
+    )
+    su.set_defaults(func=cmd_summary)
+
     f = sub.add_parser(
         "flow", help="run the Prefect flow ser-pipeline here, or serve it as a deployment",
         description="Runs each dvc.yaml stage as a Prefect task (dvc repro --single-item) "
@@ -539,16 +556,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    stage = stage_of(args.command, getattr(args, "gate", None))
+    start = time.monotonic()
+    status = 1
     try:
         params = load_params(args.params)
-        status = args.func(args, params)
+        status = args.func(args, params) or 0
     except ConfigError as exc:
         print(f"emoreason: configuration error: {exc}", file=sys.stderr)
-        return 2
+        status = 2
     except (ValueError, OSError, RuntimeError) as exc:
         print(f"emoreason {args.command}: error: {exc}", file=sys.stderr)
-        return 1
-    return status or 0
+        status = 1
+    finally:
+        if stage:  # also when interrupted: the log says how far a killed stage got
+            record(stage, time.monotonic() - start, status)
+    return status
 
 
 if __name__ == "__main__":

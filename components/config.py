@@ -55,7 +55,7 @@ class SplitConfig:
 
 @dataclass
 class DemoConfig:
-    n_clips: int = 300
+    n_clips: int = 200
     n_speakers: int = 10
     emotions: list[str] = field(
         default_factory=lambda: ["neutral", "happy", "sad", "angry", "fear", "surprise"]
@@ -254,6 +254,10 @@ class SFTConfig:
     max_steps: int = -1
     """A cap on optimizer steps (-1: the epochs decide)."""
     batch_size: int = 4
+    group_by_length: bool = True
+    """Batches of examples of similar length, in random order (`speechlm.batching`): SER and
+    perception examples differ about threefold in length, so random batches are mostly
+    padding-bound."""
     learning_rate: float = 3e-4
     answer_weight: float = 10.0
     """Loss weight of the label (and perception answer) tokens against 1 for the rest of the
@@ -481,7 +485,7 @@ class RLConfig:
     epsilon: float = 0.2
     """Clip range of the policy ratio."""
     learning_rate: float = 1e-5
-    max_steps: int = 8
+    max_steps: int = 4
     save_steps: int = 2
     log_completions_steps: int = 2
     """Steps between tables of sample completions with their rewards."""

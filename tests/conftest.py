@@ -24,7 +24,8 @@ def require_shared(name: str) -> Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_services(tmp_path_factory):
-    """Every test logs to a throwaway MLflow store and never calls home."""
+    """Every test logs to a throwaway MLflow store (and stage times to a throwaway log) and
+    never calls home."""
     store = tmp_path_factory.mktemp("mlflow")
     saved = dict(os.environ)
     os.environ.update({
@@ -34,6 +35,7 @@ def _isolated_services(tmp_path_factory):
         "DO_NOT_TRACK": "1",
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
+        "EMOREASON_STAGE_TIMES": str(store / "stage_times.jsonl"),
     })
     os.environ.pop("EMOREASON_PARENT_RUN_ID", None)
     yield

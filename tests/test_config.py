@@ -12,7 +12,7 @@ def test_repository_params_load_and_match_defaults_where_documented():
     params = load_params(REPO / "params.yaml")
     assert isinstance(params, Params)
     assert params.prepare.corpus == "demo"
-    assert params.prepare.demo.n_clips == 300
+    assert params.prepare.demo.n_clips == 200
     assert params.manifest_gate.manifest == f"{params.prepare.out}/manifest.parquet"
 
 

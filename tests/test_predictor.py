@@ -132,3 +132,49 @@ def test_a_given_transcript_replaces_speech_recognition(predictor, pipeline, mon
     answer = predictor.predict_audio(audio[:1], rationale=False,
                                      transcripts=["kids are talking by the door"])[0]
     assert answer["transcript"] == "kids are talking by the door" and len(heard) == 1
+
+
+def test_served_clips_get_the_features_stages_frames_without_a_second_f0_track(
+        predictor, pipeline, monkeypatch):
+    """A named speaker's clips measured at serving time get the frame features the features
+    stage stored for them (same F0 track, same float16 precision), and the encoder does not
+    featurize the audio again."""
+    from components.audio_io import read_audio
+
+    root, df, *_ = pipeline
+    speaker = df["speaker"].iloc[0]
+    rows = df[df["speaker"] == speaker]
+    audio = [read_audio(root / "audio" / path, 16000)[0] for path in rows["audio_path"]]
+    measured = predictor.measure_audio(audio, speakers=[speaker] * len(audio),
+                                       transcripts=rows["transcript"].tolist())
+    stored = frames_of(root / "features" / "frames", rows["utt_id"].tolist())
+    for clip, utt in zip(measured, rows["utt_id"]):
+        assert clip.frames.dtype == np.float32
+        np.testing.assert_array_equal(clip.frames, stored[utt])
+
+    def refuse(_audio):
+        raise AssertionError("the encoder featurized audio whose frames were measured")
+
+    monkeypatch.setattr(predictor.model, "featurize", refuse)
+    answer = predictor.predict_audio(audio[:1], rationale=False, speakers=[speaker],
+                                     transcripts=rows["transcript"].tolist()[:1])[0]
+    assert answer["label"] in predictor.labels
+
+
+def test_the_prompt_prefix_is_encoded_once_and_changes_no_score(predictor, clips):
+    """Rows of different lengths read the shared system turn from one cache, padded between it
+    and the rest: the logits equal those of the whole prompts, and the cache is not used up."""
+    _, inputs = clips
+    prompts, audio = predictor.chat_inputs(inputs[:3])
+    assert len({len(p) for p in prompts}) > 1  # padding sits between prefix and rest
+    prefix, _ = predictor._prefix_cache()
+    assert len(prefix) > 10 and predictor.model.config.audio_token_id not in prefix
+    assert all(p[:len(prefix)] == prefix for p in prompts)
+    cached = predictor._next_token_logits(prompts, audio)
+    torch.testing.assert_close(predictor._next_token_logits(prompts, audio), cached)
+    predictor.prefix_cache = False  # whole prompts
+    try:
+        whole = predictor._next_token_logits(prompts, audio)
+    finally:
+        predictor.prefix_cache = True
+    torch.testing.assert_close(cached, whole, atol=1e-4, rtol=1e-4)

@@ -406,3 +406,22 @@ def test_high_arousal_has_the_wider_pitch_range_and_seven_syllables_are_heard():
         assert np.median(ranges["high"]) - np.median(ranges["low"]) > 1.5, (actor, ranges)
     errors = np.abs(errors)
     assert errors.mean() < 1.0 and np.mean(errors <= 2) > 0.9, errors
+
+
+def test_local_medians_equal_the_frame_by_frame_definition():
+    from components.features.prosody import REPAIR_WINDOW_FRAMES, local_medians
+
+    rng = np.random.default_rng(0)
+    f0 = 120 * 2 ** rng.normal(0, 0.3, 400)
+    f0[rng.random(400) < 0.4] = np.nan  # unvoiced frames
+    f0[150:260] = np.nan  # a long pause: its edges see fewer than five voiced neighbours
+    f0[200] = 300.0  # alone in the pause
+    expected = np.full(len(f0), np.nan)
+    voiced = np.flatnonzero(np.isfinite(f0))
+    for i in voiced:
+        near = f0[voiced[(voiced >= i - REPAIR_WINDOW_FRAMES) & (voiced <= i + REPAIR_WINDOW_FRAMES)]]
+        expected[i] = np.median(near) if len(near) >= 5 else 111.0
+    got = local_medians(f0, 111.0)
+    np.testing.assert_array_equal(got, expected)
+    assert (got == 111.0).any()  # the reference stands in where the window is too sparse
+    assert np.isnan(local_medians(np.full(10, np.nan), 111.0)).all()

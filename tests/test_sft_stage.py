@@ -36,6 +36,8 @@ def test_collator_masks_everything_but_the_target(pipeline):
         assert collator.ending(example) == tokenizer.eos_token  # training targets are complete
         n_audio = int((row == model.config.audio_token_id).sum())
         assert n_audio == model.n_audio_tokens(len(collator.source.frames[example["utt_id"]]))
+    # the length the batches are grouped by is the collated row's
+    assert [collator.length(e) for e in examples[:4]] == batch["attention_mask"].sum(-1).tolist()
     assert batch["audio_values"].shape[0] == 4 and batch["audio_mask"].dtype == torch.bool
     dev = build_sft_examples(feats, df, records, SftDataConfig(perception_ratio=0.0,
                                                                splits=["dev"]))
@@ -61,11 +63,18 @@ def test_collator_weights_the_heard_answer(pipeline):
     assert (batch["loss_weights"][0] == 1.0).sum() > 5  # the rationale keeps weight 1
 
 
-def test_sft_trains_and_predicts(pipeline, tmp_path, capsys):
+def test_sft_trains_and_predicts(pipeline, tmp_path, capsys, monkeypatch):
+    from components.speechlm.batching import LengthGroupedShuffledSampler
+
     root, df, feats, records, labels, tiny = pipeline
     params = sft_params(root, tiny)
     out = tmp_path / "model"
+    drawn = []
+    draw = LengthGroupedShuffledSampler.__iter__
+    monkeypatch.setattr(LengthGroupedShuffledSampler, "__iter__",
+                        lambda self: drawn.append(self.epoch) or draw(self))
     summary = train_sft(params, out)
+    assert drawn and drawn[0] == 0  # the trainer's batches came from the length-grouped sampler
     assert summary["steps"] == 3 and 0.0 <= summary["dev_accuracy"] <= 1.0
     assert 0.0 <= summary["pretrain_dev_accuracy"] <= 1.0  # the encoder was warmed up first
     assert (out / "task.json").exists() and (out / "adapter_model.safetensors").exists()

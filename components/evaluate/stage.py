@@ -348,17 +348,23 @@ def run_evaluate(params: Params, out: Path) -> dict:
     return scored["systems"]
 
 
-def print_table(systems: dict) -> None:
-    """The evaluation table on the console, figures with their 95% intervals."""
+def table_lines(systems: dict) -> list[str]:
+    """The evaluation table as text lines, figures with their 95% intervals."""
     keys = ("wa", "ua", "macro_f1", "any_annotator_accuracy", "annotator_aware_macro_f1")
-    print(f"{'system':<20}" + "".join(f"{k:>26}" for k in keys))
+    lines = [f"{'system':<20}" + "".join(f"{k:>26}" for k in keys)]
     for name, entry in systems.items():
         cells = []
         for k in keys:
             v, ci = entry.get(k), entry["ci"].get(k)
             cells.append("n/a" if v is None else f"{v:.3f}" + (f" [{ci[0]:.3f},{ci[1]:.3f}]"
                                                                  if ci else ""))
-        print(f"{name:<20}" + "".join(f"{c:>26}" for c in cells))
+        lines.append(f"{name:<20}" + "".join(f"{c:>26}" for c in cells))
+    return lines
+
+
+def print_table(systems: dict) -> None:
+    """The evaluation table on the console."""
+    print("\n".join(table_lines(systems)))
 
 
 def print_self_correction(system: str, rows: list[dict]) -> None:

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import soundfile as sf
 import torch
 
 from components.audio_io import read_audio
 from components.features.frames import load_frames
 from components.paths import resolve_audio_path
-from components.speechlm.encoders import collate_frames, n_audio_tokens
+from components.speechlm.encoders import INPUT_FRAME_RATE, collate_frames, n_audio_tokens
 from components.speechlm.formats import answer_span
 from components.speechlm.model import IGNORE
 from components.speechlm.prosody_vector import population_vectors, training_vectors
@@ -75,6 +76,13 @@ class AudioSource:
                 [self._prosody(u, norm) for u, norm in zip(utt_ids, norms)]))
         return inputs, n_frames
 
+    def n_frames(self, utt_id: str) -> int:
+        """Input frames of a clip (100 per second) without featurizing it: its stored frame
+        features, else its audio's duration."""
+        if self.frames is not None:
+            return len(self.frames[utt_id])
+        return max(1, int(sf.info(str(self.audio_paths[utt_id])).duration * INPUT_FRAME_RATE))
+
     def _prosody(self, utt_id: str, norm: str) -> np.ndarray:
         if norm == SPEAKER_NORM:
             return self.prosody[utt_id]
@@ -118,6 +126,11 @@ class SpeechCollator:
                                   self.config.audio_token)
         return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
                                                   tokenize=True, return_dict=False)
+
+    def length(self, example: dict) -> int:
+        """Tokens of the example's prompt and target: what its row in a batch costs."""
+        prompt = self.prompt_ids(example, self.source.n_frames(example["utt_id"]))
+        return min(self.max_length, len(prompt) + len(self.target_ids(example)[0]))
 
     def ending(self, example: dict) -> str:
         """EOS after a complete target. A label-only SER target (a dev clip without a teacher

@@ -22,6 +22,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from torch.nn import functional as F
@@ -32,6 +33,11 @@ from components.device import resolve_device, to_device, trainer_precision
 from components.distill.stage import read_records
 from components.prepare.schema import read_manifest
 from components.run_stats import write_run_stats
+from components.speechlm.batching import (
+    LengthGroupedShuffledSampler,
+    length_grouped_order,
+    padded_tokens,
+)
 from components.speechlm.collate import AudioSource, SpeechCollator
 from components.speechlm.formats import PERCEPTION_TASKS, parse_output
 from components.speechlm.model import IGNORE
@@ -93,6 +99,11 @@ def make_optimizer(model, cfg: SFTConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, weight_decay=0.01)
 
 
+LABEL_FIRST_TOKENS = 12
+"""Tokens decoded for the unknown-speaker dev accuracy when the answer starts with the label:
+"Emotion: " and the longest label word with room to spare (only the label is read)."""
+
+
 @torch.no_grad()
 def generate(model, collator: SpeechCollator, examples: list[dict], max_new_tokens: int,
              batch_size: int = 8) -> list[str]:
@@ -121,15 +132,19 @@ def evaluate(model, collator: SpeechCollator, dev: list[dict], label_set: list[s
     ser = [{**ser[i], "prosody_norm": SPEAKER_NORM} for i in spread(len(ser), cfg.eval_clips)]
     max_new_tokens = 48 + int(cfg.max_target_words * 1.6)
 
-    def decode(examples: list[dict]) -> tuple[list[str], list[dict], float]:
-        texts = generate(model, collator, examples, max_new_tokens=max_new_tokens)
+    # Written first ("Emotion: <label>"), the label needs a few tokens, not the rationale.
+    label_tokens = LABEL_FIRST_TOKENS if cfg.format == "explain_after" and \
+        cfg.transcript_source == "asr" else max_new_tokens
+
+    def decode(examples: list[dict], tokens: int) -> tuple[list[str], list[dict], float]:
+        texts = generate(model, collator, examples, max_new_tokens=tokens)
         parsed = [parse_output(t, cfg.format, label_set) for t in texts]
         hits = sum(p["label"] == e["label"] for p, e in zip(parsed, examples))
         return texts, parsed, hits / len(examples)
 
-    texts, parsed, accuracy = decode(ser)
+    texts, parsed, accuracy = decode(ser, max_new_tokens)
     unknown = accuracy if collator.source.prosody is None else \
-        decode([{**e, "prosody_norm": POPULATION_NORM} for e in ser])[2]
+        decode([{**e, "prosody_norm": POPULATION_NORM} for e in ser], label_tokens)[2]
     majority = Counter(train_labels).most_common(1)[0][0]
     result = {
         "dev_clips": len(ser),
@@ -161,14 +176,22 @@ def evaluate(model, collator: SpeechCollator, dev: list[dict], label_set: list[s
     return result
 
 
-def answer_weighted_trainer():
+def answer_weighted_trainer(lengths: list[int] | None = None):
     """TRL's SFTTrainer with a loss that weights each target token by the collator's
     `loss_weights`. A rationale is long and mostly follows from the label once the label is
     written, so in a plain token mean the one decision that needs the audio is a few percent
-    of the loss, too little for the LM to learn to read the soft tokens in a CPU budget."""
+    of the loss, too little for the LM to learn to read the soft tokens in a CPU budget.
+    With `lengths` (tokens per training example) its batches group examples of similar length
+    (`batching.LengthGroupedShuffledSampler`)."""
     from trl import SFTTrainer
 
     class AnswerWeightedSFTTrainer(SFTTrainer):
+        def _get_train_sampler(self, train_dataset=None):
+            if lengths is None:
+                return super()._get_train_sampler(train_dataset)
+            return LengthGroupedShuffledSampler(lengths, self.args.train_batch_size,
+                                                self.args.seed)
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             weights = inputs.pop("loss_weights", None)
             if weights is None:
@@ -298,7 +321,19 @@ def train_sft(params: Params, out: Path) -> dict:
             remove_unused_columns=False, dataset_kwargs={"skip_prepare_dataset": True},
             report_to=["mlflow"], dataloader_num_workers=0, activation_checkpointing=False,
         )
-        trainer = answer_weighted_trainer()(
+        lengths = None
+        if cfg.group_by_length:
+            lengths = [collator.length(e) for e in train]
+            grouped = length_grouped_order(lengths, cfg.batch_size, params.base.seed)
+            shuffled = np.random.default_rng(params.base.seed).permutation(len(train)).tolist()
+            padding = {name: 1 - sum(lengths) / padded_tokens(lengths, order, cfg.batch_size)
+                       for name, order in (("padding_share", grouped),
+                                           ("padding_share_random_batches", shuffled))}
+            mlflow.log_metrics(padding)
+            print(f"sft: padding is {padding['padding_share']:.0%} of the tokens computed in "
+                  f"length-grouped batches ({padding['padding_share_random_batches']:.0%} in "
+                  "random ones)", flush=True)
+        trainer = answer_weighted_trainer(lengths)(
             model=model, args=args, train_dataset=Dataset.from_list(train),
             eval_dataset=Dataset.from_list(dev), data_collator=collator,
             processing_class=tokenizer, optimizers=(make_optimizer(model, cfg), None),

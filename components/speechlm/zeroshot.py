@@ -16,6 +16,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -130,14 +131,18 @@ def pitch_reference(levels: dict, corpus: str, f0_hz: float | None) -> tuple[str
 
 def clip_cues(paths: list[Path], asr: str, levels_path: Path,
               speakers: list[str | None] | None = None,
-              transcripts: list[str | None] | None = None) -> pd.DataFrame:
+              transcripts: list[str | None] | None = None,
+              frames: bool = False) -> pd.DataFrame:
     """Features of arbitrary audio files (transcript, prosody, levels, caption, eGeMAPS),
     measured as the features stage does, against saved levels: those of the (first) training
     corpus and, for pitch, of the gender group nearest each speaker's F0 median
     (`pitch_reference`, a column saying which). Clips of a named speaker share the F0 search
     band and the group; an unnamed clip is its own speaker. A clip's given transcript is its
-    reference: `asr` transcribes only the others."""
+    reference: `asr` transcribes only the others. With `frames`, a `frames` column holds
+    each clip's frame features [T, 83] (float32; None for unreadable audio), computed from the
+    same F0 track and stored at the same precision as the features stage's shards."""
     from components.features.extract import ClipJob, clip_f0_median
+    from components.features.frames import load_frames
     from components.features.stage import build_features, speaker_medians
 
     levels = load_levels(levels_path)
@@ -152,7 +157,8 @@ def clip_cues(paths: list[Path], asr: str, levels_path: Path,
         "speaker": [s if s else u for s, u in zip(speakers or [None] * len(ids), ids)],
     })
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = FeaturesConfig(workers=1, asr=asr, frames=False, cache_dir=str(Path(tmp) / "cache"))
+        cfg = FeaturesConfig(workers=1, asr=asr, frames=frames,
+                             cache_dir=str(Path(tmp) / "cache"))
         # The features stage's F0 first pass; cached, so build_features reads it back.
         medians = [clip_f0_median(ClipJob(
             utt_id=u, audio=str(p), asr=asr, asr_on_reference=cfg.asr_on_reference,
@@ -162,5 +168,9 @@ def clip_cues(paths: list[Path], asr: str, levels_path: Path,
                   for speaker, f0 in speaker_medians(df, medians).items()}
         df["gender"] = [chosen[s][0] for s in df["speaker"]]
         feats, _ = build_features(df, Path(resolved[0].anchor), cfg, Path(tmp), levels)
+        if frames:
+            stored = load_frames(Path(tmp) / "frames")
+            feats["frames"] = [None if u not in stored else
+                               np.asarray(stored[u], dtype=np.float32) for u in feats["utt_id"]]
     feats["pitch_reference"] = [chosen[s][1] for s in feats["speaker"]]
     return feats
