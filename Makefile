@@ -43,6 +43,8 @@ bench: install
 	$(PY) benchmarks/bench_rl.py
 	$(PY) benchmarks/bench_prosody_ravdess.py
 	$(PY) benchmarks/bench_resume.py
+	$(PY) benchmarks/bench_quality.py
+	$(PY) benchmarks/bench_behaviour.py --model .emoreason/bench_quality/fold0/models/sft
 
 # Prefect server, work pools, a worker, MLflow server; deploys prefect.yaml (after `make install`).
 up:

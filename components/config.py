@@ -51,6 +51,10 @@ class SplitConfig:
     """Assign speakers to splits within each gender so every split has both."""
     use_official: bool = True
     """Keep a corpus's official split (MSP-Podcast) instead of drawing one."""
+    test_speakers: list[str] = field(default_factory=list)
+    """Speakers held out for test (e.g. a cross-validation fold); empty: drawn by the ratios."""
+    dev_speakers: list[str] = field(default_factory=list)
+    """Speakers for dev; empty: drawn by the ratios from the speakers not in test_speakers."""
 
 
 @dataclass
@@ -236,6 +240,17 @@ class SFTConfig:
     prosody_token: bool = True
     """One more soft token per clip from its speaker-normalised eGeMAPS (prosody relative to
     the speaker, which the frames of one clip cannot tell)."""
+    frame_norm: str = "feature"
+    """Frames encoder input: `feature` (each of the 83 features standardised with the training
+    frames' statistics) or `layer` (one LayerNorm over a frame's features, where the energy
+    channel dominates)."""
+    spec_augment: bool = True
+    """SpecAugment (time and feature masks) on the frame features while training."""
+    evidence_token: bool = True
+    """One more soft token: the emotion probabilities of the encoder warm-up's head and (with
+    the prosody token) of the speaker-normalised eGeMAPS logistic regression, as a mix of the
+    label words' embeddings (`components.speechlm.evidence`): an ensemble, reported as one.
+    Needs the encoder warm-up (`encoder_pretrain_epochs` > 0)."""
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
@@ -267,6 +282,10 @@ class SFTConfig:
     encoder_pretrain_epochs: int = 15
     """Epochs of training the encoder as an emotion classifier before SFT (0: none)."""
     encoder_pretrain_learning_rate: float = 1e-3
+    encoder_pretrain_keep_best: bool = True
+    """Keep the warm-up epoch with the best dev accuracy, not the last: the encoder learns its
+    training clips by heart long before the last epoch, and an LM trained on those soft tokens
+    learns to copy them."""
     early_stopping_patience: int = 2
     """Evaluations (each epoch, or every `save_steps`) without a better dev loss before stopping."""
     save_steps: int = 0
@@ -278,6 +297,11 @@ class SFTConfig:
     eval_clips: int = 60
     """Dev clips decoded after training for the accuracy check and sample generations, evenly
     spaced over the split (so over its speakers); the zero-shot baseline scores the same."""
+
+    def __post_init__(self):
+        if self.evidence_token and self.encoder_pretrain_epochs <= 0:
+            raise ValueError("sft.evidence_token needs the encoder warm-up that trains its head: "
+                             "set sft.encoder_pretrain_epochs > 0 or sft.evidence_token: false")
 
 
 @dataclass

@@ -69,8 +69,8 @@ def test_make_up_deployment_run_make_down(tmp_path):
         assert f"MLflow UI:  http://127.0.0.1:{mlflow_port}" in up
         assert set(state["pids"]) == {"mlflow", "prefect-server", "worker"}
         watched = run(["prefect", "deployment", "run", "ser-pipeline/local", "-p",
-                       "profile=smoke", "--watch", "--watch-timeout", "420"],
-                      root, env, timeout=480)
+                       "profile=smoke", "--watch", "--watch-timeout", "900"],
+                      root, env, timeout=960)
         assert "Flow run finished successfully in 'Completed'" in " ".join(watched.split())
         client = mlflow.MlflowClient(tracking_uri=f"http://127.0.0.1:{mlflow_port}")
         versions = client.search_model_versions("name = 'emoreason'")

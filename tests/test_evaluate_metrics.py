@@ -33,6 +33,7 @@ from components.evaluate.metrics import (
 from components.evaluate.rationale_quality import (
     RATIONALE_KEYS,
     distinct_n,
+    loops,
     rationale_bootstrap_ci,
     rationale_metrics,
     rationale_rows,
@@ -308,6 +309,13 @@ def test_rationale_metrics_match_hand_computation():
     texts = [r for r in RATIONALES[:3]]
     texts[2] = texts[2].split("</think> ")[1]
     assert m["distinct_2"] == pytest.approx(distinct_n(texts))
+
+
+def test_loop_rate_flags_a_three_word_run_said_three_times():
+    looping = "the contour is flat and the contour is long; the contour is flat and falls"
+    assert loops(looping) and not loops("the contour is flat and the contour is long")
+    m = rationale_metrics([looping, RATIONALES[0], None], [A, A, A], [cues("a"), cues("b"), cues("c")])
+    assert m["loop_rate"] == pytest.approx(1 / 2)
 
 
 def test_distinct_2_counts_repeats_across_rationales():

@@ -8,6 +8,7 @@ import torch
 
 from components.speechlm.config import SpeechLMConfig
 from components.speechlm.encoders import FramesEncoder, collate_frames
+from components.speechlm.evidence import EvidenceToken
 from components.speechlm.pretrain import pretrain_encoder
 
 LABELS = ["neutral", "angry", "sad"]
@@ -27,12 +28,13 @@ def toy_clips(n_per_label: int, seed: int):
     return frames, clips
 
 
-def tiny_model():
+def tiny_model(evidence: bool = False):
     torch.manual_seed(0)
     config = SpeechLMConfig(text_config={"model_type": "llama"}, encoder_dim=32, encoder_heads=2,
                             encoder_layers=1, encoder_dropout=0.0)
-    return SimpleNamespace(model=SimpleNamespace(audio_encoder=FramesEncoder(config),
-                                                 prosody_projector=None, config=config))
+    return SimpleNamespace(model=SimpleNamespace(
+        audio_encoder=FramesEncoder(config), prosody_projector=None, config=config,
+        evidence=EvidenceToken(32, 0, len(LABELS), 8) if evidence else None))
 
 
 def batches_of(frames):
@@ -116,3 +118,44 @@ def test_perception_heads_learn_the_levels_and_skip_unmeasured_clips():
                               learning_rate=3e-3, batch_size=8, levels={"pitch": pitch})
     assert result["pretrain_dev_pitch_accuracy"] >= 0.9
     assert "pretrain_train_pitch_accuracy" in result and "pretrain_dev_energy_accuracy" not in result
+
+
+def test_keep_best_ends_with_the_best_dev_epoch_weights(monkeypatch):
+    import components.speechlm.pretrain as pretrain
+
+    frames, train = toy_clips(6, seed=1)
+    dev_frames, dev = toy_clips(2, seed=2)
+    dev_accuracy = iter([0.3, 0.8, 0.5, 0.8, 0.4])  # epoch 2 is the best (epoch 4 only ties)
+    monkeypatch.setattr(pretrain, "_accuracy", lambda backbone, heads, batches, clips, *a: {
+        "emotion": next(dev_accuracy) if clips[0][0] in dev_frames else 1.0})
+    model = tiny_model()
+    snapshots = {}
+
+    def log(metrics, epoch):
+        snapshots[epoch] = {k: v.clone() for k, v in model.model.audio_encoder.state_dict().items()}
+
+    result = pretrain_encoder(model, batches_of(frames | dev_frames), train, dev, LABELS,
+                              epochs=5, learning_rate=1e-2, batch_size=8, keep_best=True, log=log)
+    assert result["pretrain_best_epoch"] == 2 and result["pretrain_dev_accuracy"] == 0.8
+    final = model.model.audio_encoder.state_dict()
+    assert all(torch.equal(final[k], snapshots[2][k]) for k in final)
+    assert not all(torch.equal(final[k], snapshots[5][k]) for k in final)
+
+
+def test_the_warmed_up_emotion_head_becomes_the_evidence_tokens_head():
+    frames, train = toy_clips(12, seed=1)
+    dev_frames, dev = toy_clips(4, seed=2)
+    model = tiny_model(evidence=True)
+    before = model.model.evidence.head.weight.detach().clone()
+    pretrain_encoder(model, batches_of(frames | dev_frames), train, dev, LABELS, epochs=6,
+                     learning_rate=3e-3, batch_size=8)
+    evidence = model.model.evidence
+    assert not torch.equal(before, evidence.head.weight)
+    assert not any(p.requires_grad for p in evidence.parameters())  # frozen from here on
+    inputs, _ = batches_of(dev_frames)([u for u, _ in dev])
+    model.model.audio_encoder.eval()
+    with torch.no_grad():
+        frames_out, mask = model.model.audio_encoder(inputs["audio_values"], inputs["audio_mask"])
+        probs = evidence.probabilities(frames_out, mask, None, None)
+    predicted = [LABELS[i] for i in probs.argmax(-1).tolist()]
+    assert sum(p == y for p, (_, y) in zip(predicted, dev)) / len(dev) >= 0.9

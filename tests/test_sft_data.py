@@ -190,12 +190,13 @@ def test_ratio_zero_needs_no_level_columns(data):
     assert {e["task"] for e in examples} == {"ser"} and len(examples) == 52
 
 
-def test_long_rationales_are_cut_at_a_sentence_end(data):
+def test_long_rationales_are_cut_at_a_sentence_end_and_keep_their_conclusion(data):
     features, manifest, rationales = data
-    rationales[0]["rationale"] = "One two three. Four five six seven. Eight nine ten eleven."
+    rationales[0]["rationale"] = "One two three. Four five six seven. So it is sad."
     examples = build_sft_examples(features, manifest, rationales,
                                   SftDataConfig(perception_ratio=0, max_rationale_words=8))
-    assert examples[0]["rationale"] == "One two three. Four five six seven."
+    assert examples[0]["rationale"] == "One two three. So it is sad."
+    assert shorten("One two three four five six. End.", 4) == "One two three four"
     assert shorten("a b c d e f", 4) == "a b c d"
     assert shorten(" short  one ", None) == "short one"
 

@@ -7,7 +7,8 @@ from safetensors import safe_open
 from transformers import LlamaForCausalLM
 
 from components.speechlm import io as speechlm_io
-from components.speechlm.encoders import collate_frames
+from components.speechlm.config import SpeechLMConfig
+from components.speechlm.encoders import FramesEncoder, collate_frames
 from components.speechlm.io import (
     build_speechlm,
     export_merged,
@@ -356,3 +357,46 @@ def test_prosody_token_is_heard_saved_and_batched(tiny_lm, monkeypatch, tmp_path
                                     audio_mask=mask[i:i + 1, :int(mask[i].sum())],
                                     prosody_values=prosody[i:i + 1], max_new_tokens=5, do_sample=False)
             assert single[0, one["input_ids"].shape[1]:].tolist() == batched[i].tolist()
+
+
+def test_spec_augment_masks_only_while_training_and_only_valid_frames():
+    from components.speechlm.encoders import spec_augment
+
+    config = SpeechLMConfig(text_config={"model_type": "llama"}, spec_augment=True,
+                            spec_time_masks=2, spec_time_width=0.2, spec_feature_masks=2,
+                            spec_feature_width=8)
+    torch.manual_seed(0)
+    x = torch.ones(64, 50, 83)
+    mask = torch.arange(50)[None, :] < torch.randint(10, 51, (64, 1))
+    out = spec_augment(x, mask, config)
+    assert set(out.unique().tolist()) <= {0.0, 1.0}
+    masked_features = (out == 0).all(1)  # features masked in every frame of a clip
+    assert masked_features.sum(1).max() <= 16 and masked_features.any()
+    time_masked = ((out == 0).all(2) & mask).sum(1).float()
+    assert (time_masked <= 2 * (0.2 * mask.sum(1) + 1)).all() and time_masked.any()
+    encoder = FramesEncoder(config).eval()
+    values = torch.randn(2, 40, 83)
+    frame_mask = torch.ones(2, 40, dtype=torch.bool)
+    torch.testing.assert_close(encoder(values, frame_mask)[0], encoder(values, frame_mask)[0])
+
+
+def test_feature_standardizer_fits_train_frames_and_is_saved_with_the_encoder():
+    from components.speechlm.encoders import FeatureStandardizer
+
+    config = SpeechLMConfig(text_config={"model_type": "llama"}, frame_norm="feature")
+    encoder = FramesEncoder(config)
+    assert isinstance(encoder.input_norm, FeatureStandardizer)
+    rng = np.random.default_rng(0)
+    arrays = [rng.normal(5.0, 3.0, size=(int(n), 83)).astype(np.float32) for n in (30, 70)]
+    arrays[0][:, 82] = 40.0  # an energy-like channel far from the others
+    encoder.input_norm.fit(arrays)
+    z = encoder.input_norm(torch.from_numpy(np.concatenate(arrays)))
+    torch.testing.assert_close(z.mean(0), torch.zeros(83), atol=1e-4, rtol=0)
+    assert torch.allclose(z[:, :82].std(0), torch.ones(82), atol=1e-3)
+    state = encoder.state_dict()
+    assert "input_norm.mean" in state and "input_norm.std" in state
+    fresh = FramesEncoder(config)
+    fresh.load_state_dict(state)
+    torch.testing.assert_close(fresh.input_norm.mean, encoder.input_norm.mean)
+    with pytest.raises(Exception, match="frame_norm must be 'layer' or 'feature'"):
+        SpeechLMConfig(text_config={"model_type": "llama"}, frame_norm="batch")

@@ -67,3 +67,20 @@ def test_bad_audio_raises_a_clear_error(tmp_path):
     for name in ("text.wav", "empty.wav", "missing.wav"):
         with pytest.raises(AudioReadError):
             read_audio(tmp_path / name)
+
+
+def test_named_test_and_dev_speakers_are_kept_and_the_rest_is_drawn():
+    speakers = {f"Actor_{i:02d}": "male" if i % 2 else "female" for i in range(1, 13)}
+    cfg = SplitConfig(test_speakers=["Actor_01", "Actor_02", "Actor_03", "Actor_04"])
+    a = assign_speaker_splits(speakers, cfg, seed=3)
+    assert sorted(s for s, v in a.items() if v == "test") == ["Actor_01", "Actor_02", "Actor_03", "Actor_04"]
+    dev = sorted(s for s, v in a.items() if v == "dev")
+    assert len(dev) == 2 and {speakers[s] for s in dev} == {"male", "female"}
+    cfg = SplitConfig(test_speakers=["Actor_01"], dev_speakers=["Actor_05", "Actor_06"])
+    a = assign_speaker_splits(speakers, cfg, seed=3)
+    assert [s for s, v in a.items() if v == "dev"] == ["Actor_05", "Actor_06"]
+    assert sum(v == "train" for v in a.values()) == 9
+    with pytest.raises(ValueError, match="both"):
+        assign_speaker_splits(speakers, SplitConfig(test_speakers=["Actor_01"], dev_speakers=["Actor_01"]), 0)
+    with pytest.raises(ValueError, match="not in the corpus"):
+        assign_speaker_splits(speakers, SplitConfig(test_speakers=["Actor_99"]), 0)

@@ -7,11 +7,8 @@ from collections import Counter
 
 import numpy as np
 import pandas as pd
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import balanced_accuracy_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+
+from components.classical import fit_balanced_lr
 
 EGEMAPS_COLUMNS = {"egemaps_lr_global": "egemaps", "egemaps_lr_speaker": "egemaps_spknorm"}
 """Baseline name -> features.parquet column it is fitted on."""
@@ -56,17 +53,9 @@ def egemaps_lr(rows: pd.DataFrame, column: str, labels: list[str], c_grid: list[
     if train.empty or dev.empty:
         raise ValueError("the eGeMAPS baselines need labelled train and dev clips")
 
-    def fit(c: float):
-        model = make_pipeline(SimpleImputer(strategy="median"), StandardScaler(),
-                              LogisticRegression(C=c, class_weight="balanced", max_iter=3000,
-                                                 random_state=seed))
-        return model.fit(_matrix(train, column), train["label"])
-
-    scores = {}
-    for c in c_grid:
-        scores[c] = balanced_accuracy_score(dev["label"], fit(c).predict(_matrix(dev, column)))
-    best = max(c_grid, key=lambda c: (scores[c], -c))
-    model = fit(best)
+    model, best, scores = fit_balanced_lr(_matrix(train, column), train["label"].tolist(),
+                                          _matrix(dev, column), dev["label"].tolist(), c_grid,
+                                          seed)
     probs = np.zeros((len(test), len(labels)))
     seen = model.predict_proba(_matrix(test, column))
     for j, name in enumerate(model.classes_):  # labels absent from train keep probability 0

@@ -3,12 +3,13 @@
 A rationale is only useful when what it says about the voice was measured (grounding), when
 it argues for the label the system gave (implied label), when it explains instead of
 announcing the answer (leakage), and when the system does not repeat one stock sentence
-(distinct bigrams). The rules are those of `components.distill.verify`, so a student is
+(distinct bigrams) or loop on a phrase (loop rate). The rules are those of `components.distill.verify`, so a student is
 judged exactly as its training data was filtered.
 """
 from __future__ import annotations
 
 import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +27,11 @@ from components.distill.verify import (
 from components.evaluate.metrics import percentile_ci, resample_weights
 
 RATIONALE_KEYS = ("grounding", "claims_per_rationale", "implied_label_match", "leakage_rate",
-                  "mean_words", "distinct_2", "with_rationale")
+                  "mean_words", "distinct_2", "loop_rate", "with_rationale")
 ROW_COLUMNS = ("has_rationale", "n_words", "n_claims", "n_checked", "n_agree", "implied_match",
-               "leak", "text")
+               "leak", "loop", "text")
+LOOP_NGRAM, LOOP_REPEATS = 3, 3
+"""A rationale loops when one word 3-gram occurs 3 or more times in it."""
 _WORDS = re.compile(r"[a-z0-9]+(?:'[a-z0-9]+)*")
 
 
@@ -59,7 +62,8 @@ def rationale_rows(rationales: list[str | None], predicted: list[str | None],
         label = label if isinstance(label, str) and label else None
         if not clean:
             rows.append({"has_rationale": False, "n_words": 0, "n_claims": 0, "n_checked": 0,
-                         "n_agree": 0, "implied_match": False, "leak": False, "text": ""})
+                         "n_agree": 0, "implied_match": False, "leak": False, "loop": False,
+                         "text": ""})
             continue
         claims = acoustic_claims(clean)
         n_agree = len(grounding(claims, clip)[1]["agree"]) if clip is not None else 0
@@ -72,9 +76,18 @@ def rationale_rows(rationales: list[str | None], predicted: list[str | None],
             "n_agree": n_agree,
             "implied_match": label is not None and implied == label,
             "leak": bool(leakage(clean, label, lead_words)),
+            "loop": loops(clean),
             "text": clean,
         })
     return pd.DataFrame(rows, columns=list(ROW_COLUMNS))
+
+
+def loops(text: str, n: int = LOOP_NGRAM, repeats: int = LOOP_REPEATS) -> bool:
+    """Whether some word n-gram occurs `repeats` or more times in `text` (a repetition loop,
+    e.g. "the contour is flat and the contour is flat and the contour is flat")."""
+    words = _WORDS.findall(text.lower())
+    grams = list(zip(*(words[i:] for i in range(n))))
+    return bool(grams) and max(Counter(grams).values()) >= repeats
 
 
 def distinct_n(texts, n: int = 2) -> float:
@@ -105,6 +118,7 @@ def weighted_rationale_metrics(rows: pd.DataFrame, w: np.ndarray) -> dict[str, n
         "claims_per_rationale": _ratio(w @ col["n_claims"], with_text),
         "implied_label_match": _ratio(w @ col["implied_match"], with_text),
         "leakage_rate": _ratio(w @ col["leak"], with_text),
+        "loop_rate": _ratio(w @ col["loop"], with_text),
         "mean_words": _ratio(w @ col["n_words"], with_text),
         "with_rationale": _ratio(with_text, w.sum(axis=1)),
     }

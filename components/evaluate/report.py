@@ -20,7 +20,7 @@ from sklearn.metrics import confusion_matrix
 
 from components.evaluate.metrics import NONE, clip_table
 
-LOWER_IS_BETTER = frozenset({"jsd", "ece", "brier", "leakage_rate"})
+LOWER_IS_BETTER = frozenset({"jsd", "ece", "brier", "leakage_rate", "loop_rate"})
 NO_BEST = frozenset({"n", "n_consensus", "claims_per_rationale", "mean_words"})
 """Columns where neither more nor less is better: never bolded."""
 COUNT_COLUMNS = frozenset({"n", "n_consensus", "support", "count"})

@@ -27,6 +27,7 @@ GOLD_COLUMNS = ["utt_id", "label", "annotator_labels", "label_distribution", "sp
 MLFLOW_KEYS = ("wa", "ua", "macro_f1", "any_annotator_accuracy", "annotator_aware_macro_f1",
                "annotator_agreement", "tied_hit_rate", "jsd", "ece", "brier", "well_formed",
                "grounding", "implied_label_match", "leakage_rate", "mean_words", "distinct_2",
+               "loop_rate",
                "judge_score", "judge_factual_alignment", "judge_interpretive_quality",
                "judge_completeness", "judge_fluency", "judge_failed")
 

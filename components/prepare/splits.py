@@ -27,14 +27,29 @@ def _split_counts(n: int, cfg: SplitConfig) -> tuple[int, int]:
 def assign_speaker_splits(
     speaker_gender: dict[str, str], cfg: SplitConfig, seed: int
 ) -> dict[str, str]:
-    """Map each speaker to 'train', 'dev' or 'test'; within each gender when `cfg.by_gender`."""
+    """Map each speaker to 'train', 'dev' or 'test'; within each gender when `cfg.by_gender`.
+
+    Speakers named in `cfg.test_speakers` / `cfg.dev_speakers` go there (speaker-fold
+    cross-validation); the others are drawn by the ratios, dev only when no dev list is given.
+    """
     for name in ("train", "dev", "test"):
         if getattr(cfg, name) < 0:
             raise ValueError(f"prepare.split.{name} must not be negative")
     if cfg.train <= 0:
         raise ValueError("prepare.split.train must be positive")
+    fixed = {**{s: "dev" for s in cfg.dev_speakers}, **{s: "test" for s in cfg.test_speakers}}
+    both = sorted(set(cfg.dev_speakers) & set(cfg.test_speakers))
+    if both:
+        raise ValueError(f"prepare.split: speakers {both} are in both test_speakers and dev_speakers")
+    unknown = sorted(set(fixed) - set(speaker_gender))
+    if unknown:
+        raise ValueError(f"prepare.split: speakers {unknown} are not in the corpus "
+                         f"(it has {sorted(speaker_gender)[:6]}...)")
+    if fixed:
+        cfg = SplitConfig(train=cfg.train, dev=0.0 if cfg.dev_speakers else cfg.dev, test=0.0,
+                          by_gender=cfg.by_gender)
     groups: dict[str, list[str]] = {}
-    for speaker in sorted(speaker_gender):
+    for speaker in sorted(set(speaker_gender) - set(fixed)):
         key = speaker_gender[speaker] if cfg.by_gender else "all"
         groups.setdefault(key, []).append(speaker)
     rng = np.random.default_rng(seed)
@@ -45,4 +60,4 @@ def assign_speaker_splits(
         n_dev, n_test = _split_counts(len(speakers), cfg)
         for i, speaker in enumerate(speakers):
             assignment[speaker] = "test" if i < n_test else "dev" if i < n_test + n_dev else "train"
-    return assignment
+    return {**assignment, **fixed}

@@ -29,9 +29,19 @@ class SpeechLMConfig(PretrainedConfig):
     tokens_per_second: target soft-token rate; adjacent encoder frames are stacked
         `round(encoder rate / tokens_per_second)` at a time, so the real rate is close to it.
     audio_dropout: dropout on the soft audio tokens (it kept the LM from copying the encoder).
+    frame_norm: how the frames encoder normalises its input: `layer` (one LayerNorm over the
+        83 features of each frame) or `feature` (each feature standardised with the training
+        frames' mean and deviation, kept as buffers: no feature dominates the others).
+    spec_augment: SpecAugment on the frame features while training (`spec_time_masks` masks of
+        up to `spec_time_width` of a clip's frames, `spec_feature_masks` masks of up to
+        `spec_feature_width` features, set to the normalised mean); off at inference.
     prosody_dim: length of the utterance-level prosody vector (speaker-normalised eGeMAPS
         functionals: 88) that becomes one more soft token before the clip's frames; 0: none.
         Prosody levels are relative to the speaker, which a single clip's frames cannot tell.
+    evidence_classes: number of emotion labels of the evidence token (one more soft token before
+        the others: the encoder head's and, with a prosody token, the eGeMAPS logistic
+        regression's mean probabilities over the label words' embeddings, see
+        `components.speechlm.evidence`); 0: none.
     train_pretrained_encoder: fine-tune a pretrained (Whisper) encoder instead of freezing it.
     encoder_lora_r: LoRA rank on a pretrained (Whisper) encoder's attention projections (alpha
         2r, dropout lora_dropout): the encoder is adapted, its own weights stay frozen; 0: none.
@@ -59,7 +69,14 @@ class SpeechLMConfig(PretrainedConfig):
     tokens_per_second: float = 8.0
     projector_hidden: int | None = None
     audio_dropout: float = 0.1
+    frame_norm: str = "layer"
+    spec_augment: bool = False
+    spec_time_masks: int = 2
+    spec_time_width: float = 0.1
+    spec_feature_masks: int = 2
+    spec_feature_width: int = 8
     prosody_dim: int = 0
+    evidence_classes: int = 0
     train_pretrained_encoder: bool = False
     encoder_lora_r: int = 0
     whisper_config: dict | None = None
@@ -93,8 +110,16 @@ class SpeechLMConfig(PretrainedConfig):
                              "encoder is trained fully")
         if self.encoder_lora_r and self.train_pretrained_encoder:
             raise ValueError("choose encoder_lora_r or train_pretrained_encoder, not both")
+        if self.frame_norm not in ("layer", "feature"):
+            raise ValueError(f"frame_norm must be 'layer' or 'feature', got {self.frame_norm!r}")
+        if not 0.0 <= self.spec_time_width < 1.0:
+            raise ValueError(f"spec_time_width must be in [0, 1), got {self.spec_time_width}")
+        if min(self.spec_time_masks, self.spec_feature_masks, self.spec_feature_width) < 0:
+            raise ValueError("spec_time_masks, spec_feature_masks and spec_feature_width must be >= 0")
         if self.prosody_dim < 0:
             raise ValueError(f"prosody_dim must be >= 0, got {self.prosody_dim}")
+        if self.evidence_classes < 0:
+            raise ValueError(f"evidence_classes must be >= 0, got {self.evidence_classes}")
         if self.encoder_dim % self.encoder_heads:
             raise ValueError(f"encoder_dim {self.encoder_dim} is not divisible by encoder_heads {self.encoder_heads}")
         for name in ("encoder_dropout", "audio_dropout", "lora_dropout"):

@@ -44,6 +44,12 @@ def collate_frames(arrays: Sequence[np.ndarray | torch.Tensor]) -> tuple[torch.T
     return values, mask
 
 
+def pool_frames(frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[B, D]: the mean of each clip's valid frames."""
+    weights = mask.to(frames.dtype)[..., None]
+    return (frames * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
 def _sinusoids(length: int, dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """Fixed sinusoidal positions, valid for any clip length."""
     position = torch.arange(length, device=device, dtype=torch.float32)[:, None]
@@ -54,12 +60,56 @@ def _sinusoids(length: int, dim: int, device: torch.device, dtype: torch.dtype) 
     return table.to(dtype)
 
 
+def spec_augment(x: torch.Tensor, mask: torch.Tensor, config: SpeechLMConfig) -> torch.Tensor:
+    """SpecAugment (Park et al., 2019) on normalised frame features [B, T, F]: per clip, time
+    masks of up to `spec_time_width` of its valid frames and feature masks of up to
+    `spec_feature_width` features, set to 0 (the normalised mean). Written here because the
+    torchaudio transforms mask one width for the whole batch and ignore each clip's length."""
+    b, t, f = x.shape
+    keep = torch.ones_like(x, dtype=torch.bool)
+    lengths = mask.sum(1)
+    steps = torch.arange(t, device=x.device)[None, :]
+    for _ in range(config.spec_time_masks):
+        width = (torch.rand(b, device=x.device) * (lengths * config.spec_time_width + 1)).long()
+        start = (torch.rand(b, device=x.device) * (lengths - width + 1).clamp(min=1)).long()
+        keep &= ~((steps >= start[:, None]) & (steps < (start + width)[:, None]))[..., None]
+    bins = torch.arange(f, device=x.device)[None, :]
+    for _ in range(config.spec_feature_masks):
+        width = torch.randint(0, config.spec_feature_width + 1, (b,), device=x.device)
+        start = (torch.rand(b, device=x.device) * (f - width + 1)).long()
+        keep &= ~((bins >= start[:, None]) & (bins < (start + width)[:, None]))[:, None, :]
+    return x * keep
+
+
+class FeatureStandardizer(nn.Module):
+    """Each input feature standardised with fixed statistics of the training frames
+    (`fit`), saved with the model as buffers; before `fit` it passes the input through."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    @torch.no_grad()
+    def fit(self, arrays: Sequence[np.ndarray]) -> None:
+        """Mean and deviation per feature over all frames of `arrays` ([T_i, dim] each)."""
+        frames = torch.as_tensor(np.concatenate([np.asarray(a, dtype=np.float32) for a in arrays]))
+        if frames.ndim != 2 or frames.shape[1] != len(self.mean) or not len(frames):
+            raise ValueError(f"fit needs frames [T, {len(self.mean)}], got {tuple(frames.shape)}")
+        self.mean.copy_(frames.mean(0))
+        self.std.copy_(frames.std(0).clamp(min=1e-3))
+
+    def forward(self, values: torch.Tensor) -> torch.Tensor:
+        return (values - self.mean) / self.std
+
+
 class FramesEncoder(nn.Module):
     """Compact encoder over the frame features, trained from scratch.
 
-    LayerNorm on the input, two stride-2 convolutions (100 -> 25 frames/s) and a small
-    pre-norm Transformer. Padded frames are zeroed after every layer that could leak them into
-    valid frames, so a clip encodes the same alone as in a padded batch.
+    Input normalisation (`frame_norm`), SpecAugment while training (`spec_augment`), two
+    stride-2 convolutions (100 -> 25 frames/s) and a small pre-norm Transformer. Padded frames
+    are zeroed after every layer that could leak them into valid frames, so a clip encodes the
+    same alone as in a padded batch.
     """
 
     output_rate = INPUT_FRAME_RATE / 4
@@ -67,7 +117,9 @@ class FramesEncoder(nn.Module):
     def __init__(self, config: SpeechLMConfig):
         super().__init__()
         d = config.encoder_dim
-        self.input_norm = nn.LayerNorm(config.frame_dim)
+        self.config = config
+        self.input_norm = nn.LayerNorm(config.frame_dim) if config.frame_norm == "layer" \
+            else FeatureStandardizer(config.frame_dim)
         self.conv1 = nn.Conv1d(config.frame_dim, d, kernel_size=3, stride=2, padding=1)
         self.conv2 = nn.Conv1d(d, d, kernel_size=3, stride=2, padding=1)
         layer = nn.TransformerEncoderLayer(
@@ -90,6 +142,8 @@ class FramesEncoder(nn.Module):
 
     def forward(self, values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.input_norm(values) * mask[..., None]
+        if self.training and self.config.spec_augment:
+            x = spec_augment(x, mask, self.config)
         for conv in (self.conv1, self.conv2):
             mask = mask[:, ::2]  # output frame j is centred on input frame 2j
             x = F.gelu(conv(x.transpose(1, 2)).transpose(1, 2)) * mask[..., None]
@@ -186,11 +240,11 @@ def stack_size(config: SpeechLMConfig) -> int:
 def n_audio_tokens(config: SpeechLMConfig, n_frames: int) -> int:
     """Soft tokens (= placeholders to put in the prompt) for a clip of `n_frames` input frames
     (rows of its frame features, or valid Whisper log-mel frames: 100 per second either way),
-    the prosody token included."""
+    the prosody and evidence tokens included."""
     if n_frames < 0:
         raise ValueError(f"n_frames must be >= 0, got {n_frames}")
     return math.ceil(encoder_class(config).output_frames(int(n_frames)) / stack_size(config)) \
-        + (1 if config.prosody_dim else 0)
+        + (1 if config.prosody_dim else 0) + (1 if config.evidence_classes else 0)
 
 
 def build_audio_encoder(config: SpeechLMConfig, pretrained: nn.Module | None = None) -> AudioEncoder:

@@ -36,6 +36,7 @@ from components.speechlm.encoders import (
     n_audio_tokens,
     stack_size,
 )
+from components.speechlm.evidence import EvidenceToken
 
 IGNORE = -100
 """Label of a position the loss skips (prompt, padding, unmeasured perception targets): the
@@ -70,6 +71,15 @@ def build_prosody_projector(config: SpeechLMConfig) -> nn.Module | None:
     )
 
 
+def build_evidence_token(config: SpeechLMConfig, encoder_dim: int) -> EvidenceToken | None:
+    """The evidence token's classifiers over the clip embedding (None without one)."""
+    if not config.evidence_classes:
+        return None
+    hidden = config.text_config.hidden_size
+    return EvidenceToken(encoder_dim + (hidden if config.prosody_dim else 0), config.prosody_dim,
+                         config.evidence_classes, hidden)
+
+
 class SpeechLMModel(SpeechLMPreTrainedModel):
     """The backbone: audio encoder, projector and the LM's base model (no LM head)."""
 
@@ -82,6 +92,7 @@ class SpeechLMModel(SpeechLMPreTrainedModel):
             hidden=config.projector_hidden, dropout=config.audio_dropout,
         )
         self.prosody_projector = build_prosody_projector(config)
+        self.evidence = build_evidence_token(config, self.audio_encoder.output_dim)
         if language_model is None:
             language_model = AutoModel.from_config(config.text_config)
         self.language_model = language_model
@@ -95,8 +106,9 @@ class SpeechLMModel(SpeechLMPreTrainedModel):
 
     def encode_audio(self, audio_values: torch.Tensor, audio_mask: torch.Tensor | None = None,
                      prosody_values: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Soft tokens [B, N, hidden] and their validity mask [B, N] (valid tokens first); with a
-        prosody projector the first token of each clip is its prosody vector's."""
+        """Soft tokens [B, N, hidden] and their validity mask [B, N] (valid tokens first): the
+        evidence token when the model has one, the prosody vector's token when it has a
+        prosody projector, then the clip's frames."""
         if audio_mask is None:
             n = audio_values.shape[1] if not self.config.is_whisper else audio_values.shape[-1]
             audio_mask = torch.ones(audio_values.shape[0], n, dtype=torch.bool, device=audio_values.device)
@@ -105,15 +117,21 @@ class SpeechLMModel(SpeechLMPreTrainedModel):
         dtype = next(self.audio_encoder.parameters()).dtype
         frames, frame_mask = self.audio_encoder(audio_values.to(dtype), audio_mask)
         soft, soft_mask = self.projector(frames, frame_mask)
-        if self.prosody_projector is None:
+        prosody_token = None
+        if self.prosody_projector is not None:
+            if prosody_values is None or prosody_values.shape != (soft.shape[0], self.config.prosody_dim):
+                got = None if prosody_values is None else tuple(prosody_values.shape)
+                raise ValueError(f"this model needs prosody_values [{soft.shape[0]}, {self.config.prosody_dim}] "
+                                 f"(speaker-normalised eGeMAPS), got {got}")
+            prosody_values = prosody_values.to(device=soft.device, dtype=soft.dtype)
+            prosody_token = self.prosody_projector(prosody_values)
+        first = [] if prosody_token is None else [prosody_token]
+        if self.evidence is not None:
+            first.insert(0, self.evidence(frames, frame_mask, prosody_token, prosody_values).to(soft.dtype))
+        if not first:
             return soft, soft_mask
-        if prosody_values is None or prosody_values.shape != (soft.shape[0], self.config.prosody_dim):
-            got = None if prosody_values is None else tuple(prosody_values.shape)
-            raise ValueError(f"this model needs prosody_values [{soft.shape[0]}, {self.config.prosody_dim}] "
-                             f"(speaker-normalised eGeMAPS), got {got}")
-        token = self.prosody_projector(prosody_values.to(device=soft.device, dtype=soft.dtype))
-        return (torch.cat([token[:, None], soft], 1),
-                torch.cat([soft_mask.new_ones(soft.shape[0], 1), soft_mask], 1))
+        return (torch.cat([torch.stack(first, 1), soft], 1),
+                torch.cat([soft_mask.new_ones(soft.shape[0], len(first)), soft_mask], 1))
 
     def splice_audio(self, input_ids: torch.LongTensor, inputs_embeds: torch.Tensor,
                      audio_values: torch.Tensor, audio_mask: torch.Tensor | None,
@@ -286,14 +304,17 @@ class SpeechLMForCausalLM(SpeechLMPreTrainedModel, GenerationMixin):
         return any("lora_" in name for name, _ in self.model.language_model.named_parameters())
 
     def set_trainable(self) -> None:
-        """Freeze the LM (LoRA weights excepted) and the head; train the projector, and the encoder
-        unless it is a pretrained one that the config keeps frozen (LoRA weights excepted)."""
+        """Freeze the LM (LoRA weights excepted), the head and the evidence token's classifiers;
+        train the projector, and the encoder unless it is a pretrained one that the config keeps
+        frozen (LoRA weights excepted)."""
         for name, param in self.model.language_model.named_parameters():
             param.requires_grad_("lora_" in name)
         self.lm_head.requires_grad_(False)
         self.model.projector.requires_grad_(True)
         if self.model.prosody_projector is not None:
             self.model.prosody_projector.requires_grad_(True)
+        if self.model.evidence is not None:  # fixed classifiers: the LM learns to read them
+            self.model.evidence.requires_grad_(False)
         train_all = not self.config.is_whisper or self.config.train_pretrained_encoder
         for name, param in self.model.audio_encoder.named_parameters():
             param.requires_grad_(train_all or "lora_" in name)

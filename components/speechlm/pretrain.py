@@ -11,6 +11,7 @@ rate, intonation) at the same time, so the soft tokens carry them too. A frozen 
 """
 from __future__ import annotations
 
+import copy
 import json
 import random
 import time
@@ -25,6 +26,7 @@ from torch.nn import functional as F
 
 from components.device import to_device
 from components.features.frames import canonical_header
+from components.speechlm.encoders import pool_frames
 from components.speechlm.formats import PERCEPTION_TASKS
 from components.speechlm.model import IGNORE
 
@@ -36,8 +38,7 @@ def clip_embedding(backbone: nn.Module, inputs: dict[str, torch.Tensor]) -> torc
     """Mean of the encoder's valid output frames, and the prosody token when the model has
     one: [B, D (+ LM hidden size)]."""
     frames, frame_mask = backbone.audio_encoder(inputs["audio_values"], inputs["audio_mask"])
-    weights = frame_mask.to(frames.dtype)[..., None]
-    pooled = (frames * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+    pooled = pool_frames(frames, frame_mask)
     if backbone.prosody_projector is None:
         return pooled
     return torch.cat([pooled, backbone.prosody_projector(inputs["prosody_values"])], -1)
@@ -90,7 +91,7 @@ def pretrain_encoder(model, batches: Callable, train: list[tuple[str, str]],
                      learning_rate: float, batch_size: int = 16, seed: int = 0,
                      levels: dict[str, dict[str, str]] | None = None,
                      log: Callable[[dict, int], None] | None = None,
-                     classifier_out: Path | None = None) -> dict:
+                     classifier_out: Path | None = None, keep_best: bool = False) -> dict:
     """Train `model`'s audio encoder (and prosody projector) as a classifier of (utt_id, label)
     clips.
 
@@ -101,10 +102,15 @@ def pretrain_encoder(model, batches: Callable, train: list[tuple[str, str]],
     task); `log(metrics, epoch)` is called after every epoch (MLflow, progress).
     `classifier_out`: a folder to keep the warmed-up encoder with its emotion head in
     (`CLASSIFIER_FILE`), the `encoder` baseline of evaluation.
+    With an evidence token the emotion head is copied into it (a frozen pretrained encoder
+    then still trains the heads and the prosody projector).
+    `keep_best`: end with the epoch of the best dev emotion accuracy (the earliest of equals)
+    instead of the last; its metrics are returned, with `pretrain_best_epoch`.
     """
     backbone = model.model
     modules = _warmed_modules(backbone)
-    if epochs <= 0 or not any(p.requires_grad for p in backbone.audio_encoder.parameters()):
+    trainable = any(p.requires_grad for p in backbone.audio_encoder.parameters())
+    if epochs <= 0 or (not trainable and backbone.evidence is None):
         return {}
     if not train:
         raise ValueError("encoder pretraining needs labelled train clips")
@@ -125,6 +131,7 @@ def pretrain_encoder(model, batches: Callable, train: list[tuple[str, str]],
     optimizer = torch.optim.AdamW(params + list(heads.parameters()), lr=learning_rate,
                                   weight_decay=0.01)
     result: dict = {}
+    best: tuple[float, dict, list[dict]] | None = None
     start = time.perf_counter()
     for epoch in range(1, epochs + 1):
         for module in modules:
@@ -156,10 +163,21 @@ def pretrain_encoder(model, batches: Callable, train: list[tuple[str, str]],
                     result[f"pretrain_{split}_{key}"] = value
         if log is not None:
             log(result, epoch)
+        if keep_best and dev_ids and (best is None or result["pretrain_dev_accuracy"] > best[0]):
+            best = (result["pretrain_dev_accuracy"], {**result, "pretrain_best_epoch": epoch},
+                    [copy.deepcopy(m.state_dict()) for m in [*modules, heads]])
         print(f"encoder pretraining epoch {epoch}/{epochs}: loss {result['pretrain_loss']:.3f}, "
               f"train accuracy {result['pretrain_train_accuracy']:.3f}"
               + (f", dev accuracy {result['pretrain_dev_accuracy']:.3f}" if dev_ids else "")
               + f" ({time.perf_counter() - start:.0f} s)", flush=True)
+    if best is not None:
+        result = best[1]
+        for module, state in zip([*modules, heads], best[2]):
+            module.load_state_dict(state)
+        print(f"encoder pretraining: kept epoch {result['pretrain_best_epoch']} (dev accuracy "
+              f"{best[0]:.3f})", flush=True)
+    if backbone.evidence is not None:  # the emotion head reads on, frozen, in the evidence token
+        backbone.evidence.head.load_state_dict(heads["emotion"].state_dict())
     if classifier_out is not None:
         save_classifier(Path(classifier_out), backbone, heads["emotion"], label_set)
     for module in modules:

@@ -115,17 +115,21 @@ def _check_table(df: pd.DataFrame, columns: list[str], what: str) -> None:
 
 
 def shorten(text: str, max_words: int | None) -> str:
-    """`text` cut to at most `max_words` words, at a sentence end where one fits."""
+    """`text` cut to at most `max_words` words at sentence ends: the first sentences that fit
+    and the last one, the rationale's conclusion ("Together these cues point to a neutral
+    state."), which a cut from the front alone dropped, so that no target said which emotion
+    its cues argue for; without whole sentences that fit, the first `max_words` words."""
     words = text.split()
     if max_words is None or len(words) <= max_words:
         return " ".join(words)
+    sentences = [s.split() for s in _SENTENCE_END.split(" ".join(words))]
+    last = sentences.pop() if len(sentences) > 1 and len(sentences[-1]) < max_words else []
     kept: list[str] = []
-    for sentence in _SENTENCE_END.split(" ".join(words)):
-        n = len(sentence.split())
-        if len(kept) + n > max_words:
+    for sentence in sentences:
+        if len(kept) + len(sentence) + len(last) > max_words:
             break
-        kept += sentence.split()
-    return " ".join(kept or words[:max_words])
+        kept += sentence
+    return " ".join(kept + last) if kept else " ".join(words[:max_words])
 
 
 def _kept_rationales(rationales: list[dict], labels: dict[str, str]) -> dict[str, str]:

@@ -1,7 +1,8 @@
 """SFT warm start of the SpeechLM with TRL's SFTTrainer, and the checks that it learned.
 
 The encoder is first warmed up as an emotion classifier, with heads for the perception levels
-when prosody enhancement is on (components.speechlm.pretrain). Loss is on the target tokens
+when prosody enhancement is on (components.speechlm.pretrain); its emotion head and an eGeMAPS
+logistic regression then feed the evidence token (components.speechlm.evidence). Loss is on the target tokens
 only (the collator masks the prompt and audio placeholders); the encoder then trains at its
 own, lower learning rate with the projectors, the LM's LoRA adapter at the main one; the
 label's tokens weigh `answer_weight` times the rest of the target in the loss.
@@ -28,6 +29,7 @@ import torch
 from torch.nn import functional as F
 
 from components.cache_keys import run_key
+from components.classical import fit_balanced_lr
 from components.config import Params, SFTConfig, as_dict
 from components.device import resolve_device, to_device, trainer_precision
 from components.distill.stage import read_records
@@ -41,8 +43,14 @@ from components.speechlm.batching import (
 from components.speechlm.collate import AudioSource, SpeechCollator
 from components.speechlm.formats import PERCEPTION_TASKS, parse_output
 from components.speechlm.model import IGNORE
+from components.speechlm.evidence import set_label_embeddings, set_prosody_classifier
 from components.speechlm.pretrain import CLASSIFIER_FILE, pretrain_encoder
-from components.speechlm.prosody_vector import PROSODY_DIM, population_stats, save_stats
+from components.speechlm.prosody_vector import (
+    PROSODY_DIM,
+    population_stats,
+    save_stats,
+    training_vectors,
+)
 from components.speechlm.sft_data import (
     PERCEPTION_COLUMNS,
     POPULATION_NORM,
@@ -85,6 +93,28 @@ def perception_levels(features: pd.DataFrame, perception_ratio: float) -> dict[s
         return {}
     return {task: dict(zip(features["utt_id"], features[column].astype(str)))
             for task, column in PERCEPTION_COLUMNS.items()}
+
+
+def prepare_evidence(model, tokenizer, features: pd.DataFrame, train: list[dict],
+                     dev: list[dict], label_set: list[str], c_grid: list[float],
+                     seed: int) -> dict:
+    """Fill the evidence token's label embeddings and, with a prosody token, its logistic
+    regression on the speaker-normalised eGeMAPS of the train clips (C chosen on dev UA);
+    its head is the encoder warm-up's (`pretrain_encoder`). Returns {evidence_lr_C, ...}."""
+    evidence = model.model.evidence
+    if evidence is None:
+        return {}
+    set_label_embeddings(evidence, model.get_input_embeddings(), tokenizer, label_set)
+    if evidence.prosody_classifier is None:
+        return {}
+    splits = {}
+    for name, examples in (("train", train), ("dev", dev)):
+        clips = labelled_clips(examples)
+        vectors = training_vectors(features, {u for u, _ in clips})
+        splits[name] = (np.stack([vectors[u] for u, _ in clips]), [y for _, y in clips])
+    pipeline, c, scores = fit_balanced_lr(*splits["train"], *splits["dev"], c_grid, seed)
+    set_prosody_classifier(evidence, pipeline, label_set)
+    return {"evidence_lr_C": c, "evidence_lr_dev_ua": round(scores[c], 4)}
 
 
 def make_optimizer(model, cfg: SFTConfig) -> torch.optim.Optimizer:
@@ -278,7 +308,9 @@ def train_sft(params: Params, out: Path) -> dict:
             cfg.lm, encoder=cfg.encoder, encoder_lora_r=cfg.encoder_lora_r,
             tokens_per_second=cfg.tokens_per_second,
             audio_dropout=cfg.audio_dropout, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-            lora_dropout=cfg.lora_dropout, prosody_dim=PROSODY_DIM if cfg.prosody_token else 0)
+            lora_dropout=cfg.lora_dropout, prosody_dim=PROSODY_DIM if cfg.prosody_token else 0,
+            frame_norm=cfg.frame_norm, spec_augment=cfg.spec_augment,
+            evidence_classes=len(label_set) if cfg.evidence_token else 0)
         model.to(device)  # the encoder warm-up runs where the Trainer will
         utt_ids = {e["utt_id"] for e in train + dev}
         features = pd.read_parquet(cfg.features)
@@ -289,6 +321,13 @@ def train_sft(params: Params, out: Path) -> dict:
         source = AudioSource.from_features(model, cfg.frames, manifest, data_root, utt_ids,
                                            features, stats)
         collator = SpeechCollator(tokenizer, source, label_set, answer_weight=cfg.answer_weight)
+        if source.frames is not None and cfg.frame_norm == "feature":
+            model.model.audio_encoder.input_norm.fit(
+                [source.frames[u] for u in sorted({e["utt_id"] for e in train})])
+        evidence = prepare_evidence(model, tokenizer, features, train, dev, label_set,
+                                    params.evaluate.lr_c_grid, params.base.seed)
+        if evidence:
+            mlflow.log_params(evidence)
         checkpoints = checkpoint_folder(params)
         checkpoints.mkdir(parents=True, exist_ok=True)
         resume = last_checkpoint(checkpoints)
@@ -302,6 +341,7 @@ def train_sft(params: Params, out: Path) -> dict:
                 model, source.batch, labelled_clips(train), labelled_clips(dev), label_set,
                 cfg.encoder_pretrain_epochs, cfg.encoder_pretrain_learning_rate,
                 seed=params.base.seed, levels=perception_levels(features, cfg.perception_ratio),
+                keep_best=cfg.encoder_pretrain_keep_best,
                 log=lambda metrics, epoch: mlflow.log_metrics(metrics, step=epoch),
                 classifier_out=checkpoints)
             (checkpoints / PRETRAINED_FILE).write_text(json.dumps(pretrained))
@@ -357,6 +397,7 @@ def train_sft(params: Params, out: Path) -> dict:
                    cfg.levels)
         summary = {
             "steps": trainer.state.global_step,
+            **evidence,
             "resumed_at_step": int(resume.name.rpartition("-")[2]) if resume else 0,
             "examples": split_summary(train + dev),
             **pretrained,

@@ -1,0 +1,109 @@
+"""The evidence token: the classifiers' probabilities reach the LM as a mix of the label words'
+embeddings, the folded logistic regression equals scikit-learn's, and the token is saved,
+frozen and counted in the placeholders; tiny random models, CPU, offline."""
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from components.classical import fit_balanced_lr
+from components.config import SFTConfig
+from components.speechlm import io as speechlm_io
+from components.speechlm.encoders import collate_frames
+from components.speechlm.evidence import (
+    ABSENT_LOGIT,
+    set_label_embeddings,
+    set_prosody_classifier,
+)
+from components.speechlm.io import build_speechlm, load_speechlm, save_speechlm
+from tests.tiny_models import TINY_SPEECHLM, save_tiny_lm
+
+TINY_NAME = "bundled:tiny-test-lm"
+LABELS = ["neutral", "happy", "sad", "angry"]
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory):
+    return save_tiny_lm(tmp_path_factory.mktemp("tiny_lm"))
+
+
+@pytest.fixture
+def model_and_tokenizer(tiny_lm, monkeypatch):
+    monkeypatch.setattr(speechlm_io, "resolve_model", lambda name: str(tiny_lm) if name == TINY_NAME else name)
+    torch.manual_seed(3)
+    model, tokenizer = build_speechlm(TINY_NAME, prosody_dim=6, evidence_classes=len(LABELS),
+                                      **TINY_SPEECHLM)
+    set_label_embeddings(model.model.evidence, model.get_input_embeddings(), tokenizer, LABELS)
+    return model, tokenizer
+
+
+def _classes(n_per_class: int, seed: int) -> tuple[np.ndarray, list[str]]:
+    """Six-dimensional vectors whose class shifts one dimension: separable, not perfectly."""
+    rng = np.random.default_rng(seed)
+    x, y = [], []
+    for i, label in enumerate(LABELS[:3]):  # "angry" never occurs in train
+        v = rng.normal(size=(n_per_class, 6)) * 2 + 5
+        v[:, i] += 3
+        x.append(v)
+        y += [label] * n_per_class
+    return np.concatenate(x), y
+
+
+def test_folded_logistic_regression_gives_sklearns_probabilities(model_and_tokenizer):
+    model, _ = model_and_tokenizer
+    x, y = _classes(40, 0)
+    xd, yd = _classes(10, 1)
+    pipeline, c, scores = fit_balanced_lr(x, y, xd, yd, [0.01, 1.0], seed=0)
+    assert c in scores and scores[c] == max(scores.values())
+    evidence = model.model.evidence
+    set_prosody_classifier(evidence, pipeline, LABELS)
+    with torch.no_grad():
+        ours = evidence.prosody_classifier(torch.as_tensor(xd, dtype=torch.float32)).softmax(-1).numpy()
+    theirs = pipeline.predict_proba(xd)
+    for j, name in enumerate(pipeline.classes_):
+        np.testing.assert_allclose(ours[:, LABELS.index(name)], theirs[:, j], atol=1e-4)
+    assert float(evidence.prosody_classifier.bias[LABELS.index("angry")]) == ABSENT_LOGIT
+    assert ours[:, LABELS.index("angry")].max() < 1e-6
+
+
+def test_the_token_is_the_probability_weighted_label_embedding(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    evidence = model.model.evidence
+    ids = tokenizer(" sad", add_special_tokens=False)["input_ids"]
+    torch.testing.assert_close(evidence.label_embeddings[2],
+                               model.get_input_embeddings().weight[ids].mean(0))
+    with torch.no_grad():  # both classifiers sure of "sad": the token is sad's embedding
+        for layer in (evidence.head, evidence.prosody_classifier):
+            layer.weight.zero_()
+            layer.bias.copy_(torch.tensor([0.0, 0.0, 40.0, 0.0]))
+    model.eval()
+    values, mask = collate_frames([torch.randn(120, 83), torch.randn(80, 83)])
+    with torch.no_grad():
+        soft, soft_mask = model.model.encode_audio(values, mask, torch.randn(2, 6))
+    torch.testing.assert_close(soft[:, 0], evidence.label_embeddings[[2, 2]], atol=1e-5, rtol=1e-4)
+    assert soft_mask[:, :2].all()
+    assert [int(n) for n in soft_mask.sum(1)] == [model.n_audio_tokens(120), model.n_audio_tokens(80)]
+
+
+def test_evidence_is_frozen_counted_saved_and_loaded(model_and_tokenizer, tiny_lm, tmp_path):
+    model, tokenizer = model_and_tokenizer
+    plain, _ = build_speechlm(TINY_NAME, prosody_dim=6, **TINY_SPEECHLM)
+    assert model.n_audio_tokens(120) == plain.n_audio_tokens(120) + 1
+    model.set_trainable()
+    assert not any(p.requires_grad for p in model.model.evidence.parameters())
+    assert model.model.prosody_projector[0].weight.requires_grad
+    folder = save_speechlm(model, tokenizer, tmp_path / "m")
+    with safe_open(str(folder / "audio.safetensors"), framework="pt") as f:
+        assert "evidence.label_embeddings" in f.keys() and "evidence.head.weight" in f.keys()
+    loaded, _ = load_speechlm(folder)
+    values, mask = collate_frames([torch.randn(100, 83)])
+    prosody = torch.randn(1, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model.encode_audio(values, mask, prosody)[0],
+                                   model.eval().model.encode_audio(values, mask, prosody)[0])
+
+
+def test_evidence_token_needs_the_warm_up():
+    with pytest.raises(ValueError, match="encoder_pretrain_epochs"):
+        SFTConfig(evidence_token=True, encoder_pretrain_epochs=0)
+    SFTConfig(evidence_token=False, encoder_pretrain_epochs=0)
