@@ -44,10 +44,13 @@ def collate_frames(arrays: Sequence[np.ndarray | torch.Tensor]) -> tuple[torch.T
     return values, mask
 
 
-def pool_frames(frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """[B, D]: the mean of each clip's valid frames."""
+def clip_vector(frames: torch.Tensor, mask: torch.Tensor,
+                prosody_token: torch.Tensor | None = None) -> torch.Tensor:
+    """[B, D (+ LM hidden size)]: the mean of each clip's valid encoder frames, and its prosody
+    token when the model has one: what the emotion heads read."""
     weights = mask.to(frames.dtype)[..., None]
-    return (frames * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+    pooled = (frames * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+    return pooled if prosody_token is None else torch.cat([pooled, prosody_token], -1)
 
 
 def _sinusoids(length: int, dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:

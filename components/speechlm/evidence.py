@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from components.speechlm.encoders import pool_frames
+from components.speechlm.encoders import clip_vector
 
 ABSENT_LOGIT = -30.0
 """Logit of a label the logistic regression never saw in train (probability ~0)."""
@@ -38,9 +38,7 @@ class EvidenceToken(nn.Module):
                       prosody_token: torch.Tensor | None,
                       prosody_values: torch.Tensor | None) -> torch.Tensor:
         """[B, labels]: the mean of the head's and the prosody classifier's probabilities."""
-        clip = pool_frames(frames, frame_mask)
-        if prosody_token is not None:
-            clip = torch.cat([clip, prosody_token], -1)
+        clip = clip_vector(frames, frame_mask, prosody_token)
         probs = self.head(clip.to(self.head.weight.dtype)).softmax(-1)
         if self.prosody_classifier is not None and prosody_values is not None:
             lr = self.prosody_classifier(prosody_values.to(self.head.weight.dtype)).softmax(-1)

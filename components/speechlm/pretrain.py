@@ -26,7 +26,7 @@ from torch.nn import functional as F
 
 from components.device import to_device
 from components.features.frames import canonical_header
-from components.speechlm.encoders import pool_frames
+from components.speechlm.encoders import clip_vector
 from components.speechlm.formats import PERCEPTION_TASKS
 from components.speechlm.model import IGNORE
 
@@ -38,10 +38,9 @@ def clip_embedding(backbone: nn.Module, inputs: dict[str, torch.Tensor]) -> torc
     """Mean of the encoder's valid output frames, and the prosody token when the model has
     one: [B, D (+ LM hidden size)]."""
     frames, frame_mask = backbone.audio_encoder(inputs["audio_values"], inputs["audio_mask"])
-    pooled = pool_frames(frames, frame_mask)
-    if backbone.prosody_projector is None:
-        return pooled
-    return torch.cat([pooled, backbone.prosody_projector(inputs["prosody_values"])], -1)
+    projector = backbone.prosody_projector
+    return clip_vector(frames, frame_mask,
+                       None if projector is None else projector(inputs["prosody_values"]))
 
 
 def _warmed_modules(backbone: nn.Module) -> list[nn.Module]:

@@ -2,10 +2,10 @@
 
 The encoder is first warmed up as an emotion classifier, with heads for the perception levels
 when prosody enhancement is on (components.speechlm.pretrain); its emotion head and an eGeMAPS
-logistic regression then feed the evidence token (components.speechlm.evidence). Loss is on the target tokens
-only (the collator masks the prompt and audio placeholders); the encoder then trains at its
-own, lower learning rate with the projectors, the LM's LoRA adapter at the main one; the
-label's tokens weigh `answer_weight` times the rest of the target in the loss.
+logistic regression then feed the evidence token (components.speechlm.evidence). Loss is on
+the target tokens only (the collator masks the prompt and audio placeholders); the encoder
+then trains at its own, lower learning rate with the projectors, the LM's LoRA adapter at the
+main one; the label's tokens weigh `answer_weight` times the rest of the target in the loss.
 Checkpoints each epoch (or every `save_steps`) outside the model folder, under a key of the
 run's inputs, params and code (`checkpoint_folder`): DVC deletes a stage's outputs before it
 runs, so a killed `dvc repro` resumes from the last complete checkpoint instead of starting
@@ -41,9 +41,9 @@ from components.speechlm.batching import (
     padded_tokens,
 )
 from components.speechlm.collate import AudioSource, SpeechCollator
+from components.speechlm.evidence import set_label_embeddings, set_prosody_classifier
 from components.speechlm.formats import PERCEPTION_TASKS, parse_output
 from components.speechlm.model import IGNORE
-from components.speechlm.evidence import set_label_embeddings, set_prosody_classifier
 from components.speechlm.pretrain import CLASSIFIER_FILE, pretrain_encoder
 from components.speechlm.prosody_vector import (
     PROSODY_DIM,
