@@ -251,6 +251,11 @@ class SFTConfig:
     the prosody token) of the speaker-normalised eGeMAPS logistic regression, as a mix of the
     label words' embeddings (`components.speechlm.evidence`): an ensemble, reported as one.
     Needs the encoder warm-up (`encoder_pretrain_epochs` > 0)."""
+    prosody_caption: bool = True
+    """The clip's prosody caption (its measured pitch, range, intonation, energy, rate and pauses
+    in words) in SER prompts: the rationale's cue claims can then follow the measurement
+    instead of a guess from the soft tokens. Perception prompts never hold it: the perception
+    answers stay a test of what the model hears."""
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
@@ -279,7 +284,7 @@ class SFTConfig:
     target: the decision that needs the audio is otherwise a few percent of the loss."""
     encoder_learning_rate: float = 1e-4
     """The warmed-up encoder and the projectors during SFT: low, so the LM learns to read them."""
-    encoder_pretrain_epochs: int = 15
+    encoder_pretrain_epochs: int = 6
     """Epochs of training the encoder as an emotion classifier before SFT (0: none)."""
     encoder_pretrain_learning_rate: float = 1e-3
     encoder_pretrain_keep_best: bool = True

@@ -178,3 +178,33 @@ def test_the_prompt_prefix_is_encoded_once_and_changes_no_score(predictor, clips
     finally:
         predictor.prefix_cache = True
     torch.testing.assert_close(cached, whole, atol=1e-4, rtol=1e-4)
+
+
+def test_served_prompts_are_the_training_prompts_with_the_caption(pipeline, predictor, clips):
+    """A clip's served SER prompt is token for token the one SFT trained on, the measured
+    levels in words included (`sft.prosody_caption`, recorded in task.json); a folder trained
+    without the caption is served without it."""
+    from components.speechlm.collate import SpeechCollator
+    from components.speechlm.sft_data import SftDataConfig, build_sft_examples
+
+    root, df, feats, records, labels, _ = pipeline
+    rows, inputs = clips
+    assert json.loads((predictor.folder / "task.json").read_text())["prosody_caption"] is True
+    examples = {e["utt_id"]: e for e in build_sft_examples(
+        feats, df, records, SftDataConfig(perception_ratio=0, splits=["test"],
+                                          prosody_caption=True))}
+    from types import SimpleNamespace
+
+    collator = SpeechCollator(predictor.tokenizer, SimpleNamespace(model=predictor.model),
+                              predictor.labels)
+    for utt_id, clip in zip(rows["utt_id"], inputs):
+        n = len(clip.frames)
+        served = predictor._prompt_ids(clip, n)
+        assert served == collator.prompt_ids(examples[utt_id], n)
+        assert f"How it is said: {clip.caption}" in predictor.tokenizer.decode(served)
+    predictor.with_caption = False
+    try:
+        assert "How it is said" not in predictor.tokenizer.decode(
+            predictor._prompt_ids(inputs[0], len(inputs[0].frames)))
+    finally:
+        predictor.with_caption = True

@@ -61,7 +61,7 @@ def test_ser_examples_and_contract(data):
         "transcript_source": "asr", "transcript": "sentence number 0",
         "target": "Emotion: neutral\nRationale: The pitch is low. Clip u000.",
         "label": "neutral", "level": None, "rationale": "The pitch is low. Clip u000.",
-        "prosody_norm": "speaker",
+        "caption": None, "prosody_norm": "speaker",
     }
     assert not {"image", "images"} & set(first)
     assert [e["utt_id"] for e in examples] == list(manifest["utt_id"][:40])
@@ -259,6 +259,33 @@ def test_example_prompt(data):
     pitch = next(e for e in examples if e["task"] == "pitch")
     user = example_prompt(pitch, LABELS, 3, "<|audio|>")[1]["content"]
     assert "pitch level: low, normal or high?" in user and pitch["transcript"] not in user
+
+
+def test_prosody_caption_reaches_ser_prompts_only(data):
+    """With `prosody_caption` a SER prompt reads the measured levels in words; a perception
+    prompt, whose answer is one of those levels, does not (nor does a probe made from a SER
+    example that had one)."""
+    features, manifest, rationales = data
+    features = features.assign(prosody_caption=[f"pitch {p}; rate {r}" for p, r in zip(
+        features["pitch_level"], features["rate_level"])])
+    examples = build_sft_examples(features, manifest, rationales,
+                                  SftDataConfig(perception_ratio=0.5, prosody_caption=True))
+    ser = [e for e in examples if e["task"] == "ser"]
+    heard = [e for e in examples if e["task"] != "ser"]
+    assert ser and heard
+    for e in ser:
+        caption = features.set_index("utt_id").at[e["utt_id"], "prosody_caption"]
+        assert e["caption"] == caption
+        assert f"How it is said: {caption}" in example_prompt(e, LABELS, 4, "<|audio|>")[1]["content"]
+    for e in heard + perception_probes(ser, features):
+        assert e["caption"] is None
+        assert "How it is said" not in example_prompt(e, LABELS, 4, "<|audio|>")[1]["content"]
+    off = build_sft_examples(features, manifest, rationales, SftDataConfig(perception_ratio=0))
+    assert all(e["caption"] is None for e in off)
+    assert "How it is said" not in example_prompt(off[0], LABELS, 4, "<|audio|>")[1]["content"]
+    with pytest.raises(ValueError, match="prosody_caption"):
+        build_sft_examples(features.drop(columns="prosody_caption"), manifest, rationales,
+                           SftDataConfig(prosody_caption=True))
 
 
 def test_perception_probes_ask_every_measured_question(data):

@@ -19,12 +19,14 @@ from components.speechlm.sft_data import SftDataConfig, build_sft_examples, spre
 
 
 def training_examples(features: pd.DataFrame, manifest: pd.DataFrame, fmt: str,
-                      transcript_source: str, max_clips: int | None, seed: int) -> list[dict]:
+                      transcript_source: str, max_clips: int | None, seed: int,
+                      prosody_caption: bool = False) -> list[dict]:
     """SER examples of the training split (label-only targets: RL writes its own), at most
-    `max_clips`, spread over the split's order."""
+    `max_clips`, spread over the split's order; `prosody_caption` as the SFT model was
+    trained (its task.json)."""
     cfg = SftDataConfig(fmt=fmt, transcript_source=transcript_source, perception_ratio=0.0,
                         population_norm_share=0.0, splits=["train"], seed=seed,
-                        label_only_fallback=True)
+                        label_only_fallback=True, prosody_caption=prosody_caption)
     examples = build_sft_examples(features, manifest, [], cfg)
     if max_clips is not None:
         examples = [examples[i] for i in spread(len(examples), max_clips)]

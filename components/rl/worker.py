@@ -92,7 +92,8 @@ def build_trainer(params: Params, world: int, device: torch.device, scorer=None,
     manifest, meta = read_manifest(cfg.manifest)
     features = pd.read_parquet(cfg.features)
     examples = training_examples(features, manifest, task["format"], task["transcript_source"],
-                                 cfg.max_clips, params.base.seed)
+                                 cfg.max_clips, params.base.seed,
+                                 prosody_caption=task.get("prosody_caption", False))
     source = AudioSource.from_features(model, cfg.frames, manifest, meta.data_root,
                                        {e["utt_id"] for e in examples}, features)
     collator = SpeechCollator(tokenizer, source, task["labels"])

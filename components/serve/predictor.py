@@ -128,6 +128,8 @@ class Predictor:
         self.labels: list[str] = list(task["labels"])
         self.fmt, self.source = task["format"], task["transcript_source"]
         self.text_only = task.get("inputs", "audio") == "text"
+        self.with_caption = bool(task.get("prosody_caption", False))
+        """An audio model trained with the prosody caption in its prompt (`sft.prosody_caption`)."""
         self.max_new_tokens = max_new_tokens
         self.device = model.device
         """Where the model is: every input is moved there."""
@@ -177,7 +179,8 @@ class Predictor:
                                    config.audio_token)
         else:
             messages = build_prompt("ser", self.fmt, self.source, clip.transcript, self.labels,
-                                    n_audio_tokens(config, n_frames), config.audio_token)
+                                    n_audio_tokens(config, n_frames), config.audio_token,
+                                    prosody=clip.caption if self.with_caption else None)
         for answer, followup in history:
             messages += [{"role": "assistant", "content": answer.strip()},
                          {"role": "user", "content": followup}]

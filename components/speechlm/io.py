@@ -257,11 +257,13 @@ def export_merged(folder: str | Path, out: str | Path) -> Path:
 
 
 def write_task(folder: Path, fmt: str, transcript_source: str, labels: list[str],
-               asr: str, levels: Path | str, inputs: str = "audio") -> None:
+               asr: str, levels: Path | str, inputs: str = "audio",
+               prosody_caption: bool = False) -> None:
     """What prediction needs besides the weights: the task (`inputs`: `audio`, soft audio
-    tokens, or `text`, transcript and prosody caption only) and the training corpus's level
-    cut points, against which a new clip's cues are described."""
+    tokens, or `text`, transcript and prosody caption only; `prosody_caption`: an audio model
+    also reads the caption in its SER prompt) and the training corpus's level cut points,
+    against which a new clip's cues are described."""
     (folder / TASK_FILE).write_text(json.dumps(
         {"format": fmt, "transcript_source": transcript_source, "labels": labels, "asr": asr,
-         "inputs": inputs}, indent=2) + "\n")
+         "inputs": inputs, "prosody_caption": prosody_caption}, indent=2) + "\n")
     shutil.copyfile(levels, folder / LEVELS_FILE)

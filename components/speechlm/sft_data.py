@@ -9,6 +9,8 @@ Each example is a plain, JSON-ready dict:
 - `label`: the consensus label (SER; None for perception);
 - `level`: the measured level that is the answer (perception; None for SER);
 - `rationale`: the rationale in the target (SER with a kept rationale; else None);
+- `caption`: the clip's prosody caption (SER with `prosody_caption`; else None): the measured
+  levels in words, read in the prompt (`formats.build_prompt`'s "How it is said");
 - `prosody_norm`: how the clip's prosody token is normalised, `speaker` (over the speaker's
   clips, the features stage's `egemaps_spknorm`) or `population` (with the training
   population's statistics, as a served clip of an unknown speaker is): round(
@@ -75,6 +77,9 @@ class SftDataConfig:
     label_only_fallback: bool = False
     """Give training clips without a kept rationale a label-only target instead of leaving
     them out."""
+    prosody_caption: bool = False
+    """Put the clip's prosody caption (the features stage's measured levels in words) into
+    SER prompts; perception prompts never hold it (their answer must be heard)."""
     max_rationale_words: int | None = None
     """Cut longer rationales at the last sentence end within this many words (at the word
     limit when the first sentence is longer); None keeps them whole."""
@@ -167,6 +172,8 @@ def _example(clip: dict, cfg: SftDataConfig, task: str, target: str, label: str 
     return {"utt_id": clip["utt_id"], "split": clip["split"], "task": task, "fmt": cfg.fmt,
             "transcript_source": cfg.transcript_source, "transcript": _text(clip["transcript"]),
             "target": target, "label": label, "level": level, "rationale": rationale,
+            "caption": _text(clip["prosody_caption"]) if cfg.prosody_caption and task == SER_TASK
+            else None,
             "prosody_norm": SPEAKER_NORM}
 
 
@@ -208,14 +215,15 @@ def build_sft_examples(features: pd.DataFrame, manifest: pd.DataFrame, rationale
     _check_config(cfg)
     tasks = cfg.perception_tasks if cfg.perception_ratio > 0 else []
     _check_table(manifest, ["utt_id", "split", "label"], "the manifest")
-    _check_table(features, ["utt_id", "transcript", *(PERCEPTION_COLUMNS[t] for t in tasks)],
-                 "the features")
+    caption = ["prosody_caption"] if cfg.prosody_caption else []
+    _check_table(features, ["utt_id", "transcript", *caption,
+                            *(PERCEPTION_COLUMNS[t] for t in tasks)], "the features")
     rows = manifest[manifest["split"].isin(cfg.splits)][["utt_id", "split", "label"]]
     absent = sorted(set(rows["utt_id"]) - set(features["utt_id"]))
     if absent:
         raise ValueError(f"the features lack {len(absent)} clips of splits {cfg.splits}, "
                          f"e.g. {absent[:3]}")
-    columns = ["utt_id", "transcript", *(PERCEPTION_COLUMNS[t] for t in tasks)]
+    columns = ["utt_id", "transcript", *caption, *(PERCEPTION_COLUMNS[t] for t in tasks)]
     clips = rows.merge(features[columns], on="utt_id", how="left").to_dict("records")
     labels = {c["utt_id"]: _text(c["label"]) for c in clips}
     kept = _kept_rationales(rationales, labels)
@@ -265,7 +273,7 @@ def perception_probes(ser_examples: list[dict], features: pd.DataFrame) -> list[
             level = levels.at[example["utt_id"], PERCEPTION_COLUMNS[task]]
             if level in answers:
                 probes.append({**example, "task": task, "level": level, "label": None,
-                               "rationale": None, "target": format_target(
+                               "rationale": None, "caption": None, "target": format_target(
                                    task, example["fmt"], example["transcript_source"], None,
                                    level, None)})
     return probes
@@ -284,7 +292,8 @@ def example_prompt(example: dict, label_set: list[str] | tuple[str, ...], n_audi
                    audio_token: str) -> list[dict]:
     """The chat messages of an example, with `n_audio_tokens` audio placeholders."""
     return build_prompt(example["task"], example["fmt"], example["transcript_source"],
-                        example["transcript"], label_set, n_audio_tokens, audio_token)
+                        example["transcript"], label_set, n_audio_tokens, audio_token,
+                        prosody=example.get("caption"))
 
 
 def split_summary(examples: list[dict]) -> dict:

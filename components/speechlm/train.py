@@ -72,7 +72,8 @@ def sft_examples(cfg: SFTConfig, seed: int) -> tuple[list[dict], list[dict], pd.
     data_cfg = SftDataConfig(fmt=cfg.format, transcript_source=cfg.transcript_source,
                              perception_ratio=cfg.perception_ratio, splits=["train", "dev"],
                              seed=seed, max_rationale_words=cfg.max_target_words,
-                             population_norm_share=cfg.population_norm_share)
+                             population_norm_share=cfg.population_norm_share,
+                             prosody_caption=cfg.prosody_caption)
     examples = build_sft_examples(features, manifest, rationales, data_cfg)
     train = [e for e in examples if e["split"] == "train"]
     dev = [e for e in examples if e["split"] == "dev"]
@@ -394,7 +395,7 @@ def train_sft(params: Params, out: Path) -> dict:
         if cfg.prosody_token:
             save_stats(out, stats)
         write_task(out, cfg.format, cfg.transcript_source, label_set, params.features.asr,
-                   cfg.levels)
+                   cfg.levels, prosody_caption=cfg.prosody_caption)
         summary = {
             "steps": trainer.state.global_step,
             **evidence,
