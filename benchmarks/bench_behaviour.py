@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from components.evaluate.behaviour import Clip, run_suite  # noqa: E402
-from components.prepare.loaders.ravdess import EMOTIONS, STATEMENTS  # noqa: E402
+from components.labels import code_map  # noqa: E402
+from components.prepare.loaders.ravdess import STATEMENTS  # noqa: E402
 from components.serve.predictor import load_predictor  # noqa: E402
 from components.serve.rows import predict_rows  # noqa: E402
 
@@ -30,7 +31,7 @@ def ravdess_clips(root: Path, actors: list[int]) -> list[tuple[Path, str, str, s
     for actor in actors:
         for path in sorted((root / f"Actor_{actor:02d}").glob("*.wav")):
             _, _, emotion, intensity, statement, _, _ = path.stem.split("-")
-            out.append((path, EMOTIONS[emotion], intensity, STATEMENTS[statement]))
+            out.append((path, code_map("ravdess")[emotion], intensity, STATEMENTS[statement]))
     return out
 
 
