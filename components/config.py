@@ -145,6 +145,9 @@ class FeaturesGateConfig:
     quarantine.csv; more than this share fails the gate."""
 
 
+TEMPLATE_LEVELS = ("salient", "all")
+
+
 @dataclass
 class TeacherConfig:
     openai_base_url: str = "http://127.0.0.1:8000/v1"
@@ -164,6 +167,14 @@ class TeacherConfig:
     max_new_tokens: int = 160
     temperature: float = 0.7
     top_p: float = 0.9
+    template_levels: str = "salient"
+    """The template teacher's voice sentence: `salient` (levels that stand out; normal ones
+    only when nothing else was measured) or `all` (every measured level, normal included)."""
+
+    def __post_init__(self):
+        if self.template_levels not in TEMPLATE_LEVELS:
+            raise ValueError(f"distill.teacher.template_levels must be one of "
+                             f"{list(TEMPLATE_LEVELS)}, got {self.template_levels!r}")
 
 
 @dataclass

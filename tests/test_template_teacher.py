@@ -6,7 +6,7 @@ import re
 import pytest
 
 from components.cache_keys import code_hash
-from components.config import VerifyConfig
+from components.config import TeacherConfig, VerifyConfig
 from components.distill.lexicon import CUE_FIELDS, label_forms
 from components.distill.records import ClipCues, TeacherRequest
 from components.distill.template import TemplateTeacher, infer_label
@@ -47,8 +47,9 @@ def clip(utt_id: str, label: str, lv: dict, transcript: str = TRANSCRIPTS[0],
                     minority=tuple(minority), levels=lv)
 
 
-def write(cues: ClipCues, **request) -> str:
-    (reply,) = TemplateTeacher().generate([TeacherRequest(cues.utt_id, (), cues, **request)])
+def write(cues: ClipCues, levels_shown: str = "salient", **request) -> str:
+    (reply,) = TemplateTeacher(levels_shown).generate([TeacherRequest(cues.utt_id, (), cues,
+                                                                      **request)])
     assert reply.error is None
     return reply.text
 
@@ -79,7 +80,8 @@ def test_different_clips_get_different_wording():
     assert len(texts) >= 10
 
 
-def test_every_level_combination_is_grounded_and_within_length():
+@pytest.mark.parametrize("levels_shown", ["salient", "all"])
+def test_every_level_combination_is_grounded_and_within_length(levels_shown):
     rng = random.Random(0)
     values = {"pitch_level": ("low", "normal", "high", "unknown"),
               "pitch_range_level": ("narrow", "normal", "wide", "unknown"),
@@ -95,7 +97,7 @@ def test_every_level_combination_is_grounded_and_within_length():
         label = rng.choice(LABELS)
         cues = clip(f"combo-{i}", label, lv, rng.choice(TRANSCRIPTS) * rng.choice((1, 3)),
                     minority=rng.choice([(), (rng.choice(LABELS),)]))
-        text = write(cues)
+        text = write(cues, levels_shown)
         n_words = len(text.split())
         assert 30 <= n_words <= 120, text
         assert 3 <= len(re.findall(r"[.!?](?:\s|$)", re.sub(r'"[^"]*"', "Q", text))) <= 4, text
@@ -112,6 +114,29 @@ def test_normal_levels_are_left_out_when_others_stand_out():
     lv = levels(energy="high", rate="fast", intonation="falling")
     text = write(clip("clip-n", "angry", lv, minority=("fear",)))
     assert {c.cue for c in acoustic_claims(text)} <= {"energy", "rate", "intonation"}
+
+
+@pytest.mark.parametrize("label", sorted(PROTOTYPES))
+def test_all_levels_names_the_normal_ones_too_and_stays_grounded(label):
+    lv = {**PROTOTYPES[label], "energy_level": "normal", "rate_level": "normal"}
+    cues = clip(f"all-{label}", label, lv, minority=("fear",) if label != "fear" else ())
+    text = write(cues, "all")
+    claims = {(c.cue, c.value) for c in acoustic_claims(text)}
+    assert {("energy", "normal"), ("rate", "normal")} <= claims, text
+    assert all(lv[CUE_FIELDS[cue]] == value for cue, value in claims), text
+    result = verify(text, cues, VerifyConfig())
+    assert result.passed, (text, result.problems)
+    assert result.checks["implied_label"] == label
+    salient = {c.cue for c in acoustic_claims(write(cues))}
+    if any(v not in ("normal", "none") for k, v in lv.items() if k != "intonation"):
+        assert "energy" not in salient and "rate" not in salient
+
+
+def test_the_levels_setting_is_part_of_the_cache_key_and_is_checked():
+    assert TemplateTeacher("all").config() != TemplateTeacher().config()
+    assert TemplateTeacher().config()["levels"] == "salient"
+    with pytest.raises(ValueError, match="template_levels"):
+        TeacherConfig(template_levels="every")
 
 
 def test_only_normal_levels_are_described_when_nothing_stands_out():

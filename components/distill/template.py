@@ -238,16 +238,21 @@ _UNMARKED = {cue: ("normal", "none") if cue == "pause" else ("normal",) for cue 
 clips have no pauses, so 'no pauses' is as unremarkable as a normal pitch)."""
 
 
-def write_rationale(cues: ClipCues, label: str, with_minority: bool = True) -> str:
-    """A rationale for `label` from the cues, in 3-4 sentences: the voice (the marked levels;
-    the unmarked ones too when nothing else was measured or the text would be too short), the
-    words, the minority reading, and a conclusion naming the emotion last. A padding sentence
-    is added only when the minimum length is still not reached."""
+def write_rationale(cues: ClipCues, label: str, with_minority: bool = True,
+                    levels_shown: str = "salient") -> str:
+    """A rationale for `label` from the cues, in 3-4 sentences: the voice, the words, the
+    minority reading, and a conclusion naming the emotion last. The voice sentence names the
+    marked levels (the unmarked ones too when nothing else was measured or the text would be
+    too short), or with `levels_shown="all"` every measured level: a model trained on salient
+    cues only still has to guess whether to mention a normal loudness or pace, and guesses
+    "loud" for an angry label. A padding sentence is added only when the minimum length is
+    still not reached."""
     rng = random.Random(int.from_bytes(hashlib.sha256(cues.utt_id.encode()).digest()[:8], "big"))
     levels = measured_levels(cues)
     if not levels:
         raise ValueError(f"{cues.utt_id}: no voice cue was measured, nothing to ground a rationale on")
-    marked = {cue: value for cue, value in levels.items() if value not in _UNMARKED[cue]}
+    marked = levels if levels_shown == "all" else \
+        {cue: value for cue, value in levels.items() if value not in _UNMARKED[cue]}
     voice = [_voice_sentence(rng, marked or levels)]
     middle = [_words_sentence(rng, cues, label)]
     minority = next((m for m in cues.minority if m != label), None) if with_minority else None
@@ -270,22 +275,28 @@ class TemplateTeacher:
     uses_messages = False
     """The cache keys its output on the cues, so a prompt change does not redo it."""
 
+    def __init__(self, levels_shown: str = "salient"):
+        self.levels_shown = levels_shown
+        """`distill.teacher.template_levels`: see `write_rationale`."""
+
     def config(self) -> dict:
         """What identifies this teacher's output in the cache: its code (this module and the
-        project modules it imports), so a change to the wording or the profiles rewrites."""
-        return {"name": self.name, "code": code_hash(__name__)}
+        project modules it imports), so a change to the wording or the profiles rewrites, and
+        which levels it describes."""
+        return {"name": self.name, "code": code_hash(__name__), "levels": self.levels_shown}
 
     def generate(self, requests: list[TeacherRequest]) -> list[TeacherReply]:
         """One reply per request, in order. A retry (`request.hint`) writes the same text: the
         template has nothing to learn from a hint. Bad input becomes that reply's error."""
         return [self._one(request) for request in requests]
 
-    @staticmethod
-    def _one(request: TeacherRequest) -> TeacherReply:
+    def _one(self, request: TeacherRequest) -> TeacherReply:
         cues = request.cues
         try:
             if request.with_label:
-                return TeacherReply(text=write_rationale(cues, cues.label))
-            return TeacherReply(text=write_rationale(cues, infer_label(cues), with_minority=False))
+                return TeacherReply(text=write_rationale(cues, cues.label,
+                                                         levels_shown=self.levels_shown))
+            return TeacherReply(text=write_rationale(cues, infer_label(cues), with_minority=False,
+                                                     levels_shown=self.levels_shown))
         except ValueError as error:
             return TeacherReply(text=None, error=str(error))

@@ -39,7 +39,7 @@ def _hf(cfg: TeacherConfig, seed: int) -> TeacherBackend:
 
 def _template(cfg: TeacherConfig, seed: int) -> TeacherBackend:
     from components.distill.template import TemplateTeacher
-    return TemplateTeacher()  # deterministic: reads the cues, needs no settings
+    return TemplateTeacher(cfg.template_levels)  # deterministic: reads the cues
 
 
 BACKENDS: dict[str, Callable[[TeacherConfig, int], TeacherBackend]] = {
