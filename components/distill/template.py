@@ -244,9 +244,9 @@ def write_rationale(cues: ClipCues, label: str, with_minority: bool = True,
     minority reading, and a conclusion naming the emotion last. The voice sentence names the
     marked levels (the unmarked ones too when nothing else was measured or the text would be
     too short), or with `levels_shown="all"` every measured level: a model trained on salient
-    cues only still has to guess whether to mention a normal loudness or pace, and guesses
-    "loud" for an angry label. A padding sentence is added only when the minimum length is
-    still not reached."""
+    cues only still has to guess whether to mention a normal loudness or pace, and often
+    says "loud" or "fast" for a clip measured normal. A padding sentence is added only when
+    the minimum length is still not reached."""
     rng = random.Random(int.from_bytes(hashlib.sha256(cues.utt_id.encode()).digest()[:8], "big"))
     levels = measured_levels(cues)
     if not levels:
