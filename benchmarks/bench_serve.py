@@ -8,7 +8,8 @@ Side by side in one run, printed as one table with ratios:
 - `predict_audio` on 8 clips: batched (batch 8) against one clip at a time;
 - label and probabilities only (`rationale=False`) against the full answer, p50, with the
   model's speech recognition and with a transcript the client sends (no recognition), and
-  label-only without the prompt-prefix cache of the scoring pass;
+  label-only without the prompt-prefix cache of the scoring pass, and the full answer with
+  the labels scored in a pass of their own before the rationale's generation;
 - generation tokens/s at batch 1: the SpeechLM (audio in the prompt) against stock
   `AutoModelForCausalLM.generate` on the same LM with a text prompt of the same length.
 
@@ -301,12 +302,17 @@ def main() -> None:
     predictor.prefix_cache = False
     whole_fast, _ = label_only(predictor, repeats, "kids are talking by the door")
     predictor.prefix_cache = True
+    predictor.score_in_generate = False
+    _, apart_full = label_only(predictor, repeats, "kids are talking by the door")
+    predictor.score_in_generate = True
     rows += [("label only, client's transcript, p50 (s)", given_fast, "with recognition: speed-up",
               fast / given_fast),
              ("... without the prompt-prefix cache (s)", whole_fast, "prefix cache: speed-up",
               whole_fast / given_fast),
              ("full answer, client's transcript, p50 (s)", given_full,
-              "with recognition: speed-up", full / given_full)]
+              "with recognition: speed-up", full / given_full),
+             ("... labels scored in a pass of their own (s)", apart_full,
+              "scored in generate: speed-up", apart_full / given_full)]
     ours, stock, prompt = generation(predictor, new_tokens, repeats)
     rows.append(("generation, batch 1 (tokens/s)", ours, "stock generate: ratio",
                  ours / stock))

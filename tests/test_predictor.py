@@ -67,6 +67,28 @@ def test_batches_answer_as_clips_one_by_one_and_the_rationale_follows_the_label(
         assert a["cues"]["energy_level"] in ("low", "normal", "high")
 
 
+def test_scoring_in_the_generate_call_answers_as_scoring_first(predictor, clips, monkeypatch):
+    """The labels scored in the first step of the rationale's generate call: the same
+    probabilities, label and text as a scoring pass of their own and a second generation."""
+    _, inputs = clips
+    predictor.score_in_generate = False
+    try:
+        apart = predictor.predict_clips(inputs, rationale=True, batch_size=5)
+    finally:
+        predictor.score_in_generate = True
+
+    def refuse(*_args):
+        raise AssertionError("the labels were scored in a pass of their own")
+
+    monkeypatch.setattr(predictor, "_score", refuse)
+    fused = predictor.predict_clips(inputs, rationale=True, batch_size=5)
+    for a, b in zip(fused, apart):
+        assert a["label"] == b["label"] and a["output"] == b["output"]
+        assert a["label"] == max(a["probabilities"], key=a["probabilities"].get)
+        for name in predictor.labels:
+            assert a["probabilities"][name] == pytest.approx(b["probabilities"][name], abs=1e-4)
+
+
 def test_reason_first_models_score_the_label_after_their_reasoning(trained, clips, tmp_path):
     import shutil
 

@@ -8,6 +8,8 @@ it learned from. Every label is scored after the prompt and the text before the 
 greedy decoding of the label, and the label reported is always the argmax of these
 probabilities. The rationale is then generated after the chosen label (`explain_after`), or
 first and the label scored after it (`reason_first`, or a model that writes the transcript).
+With one-token labels and a rationale after them, the scoring pass is the first step of the
+call that generates the rationale, so each prompt is encoded once.
 
 Serving, `emoreason predict` and the evaluate stage all go through `predict_clips`; they differ
 only in where a clip's inputs come from: raw audio measured here (`measure_audio`), or the
@@ -143,6 +145,10 @@ class Predictor:
         self.prefix_cache = True
         """Read the prompt's constant start from a cache in the scoring pass (`_prefix_cache`);
         False encodes whole prompts (the benchmark's comparison)."""
+        self.score_in_generate = True
+        """With a rationale after one-token labels, score the labels in the first step of the
+        call that generates the rationale (`_score_and_generate`: the prompt is encoded once);
+        False scores them in a pass of their own first (the benchmark's comparison)."""
         self._prefix: tuple[list[int], object] | None = None
 
     # ------------------------------------------------------------------ inputs
@@ -301,6 +307,41 @@ class Predictor:
         return scores.softmax(-1).cpu().numpy()
 
     @torch.no_grad()
+    def _score_and_generate(self, prompts: list[list[int]], audio: dict,
+                            continuations: list[tuple[list[int], list[list[int]]]],
+                            ) -> tuple[np.ndarray, list[str]]:
+        """([B, labels] probabilities, the text generated after each chosen label) from one
+        `generate` call on the prompts and the shared text: its first step may only pick a
+        label's token, and the raw logits of that step are the scores (`_score`'s one-token
+        case). Scoring in a pass of its own and generating after the label encode every prompt
+        twice; on CPU that second encoding is about as long as writing the rationale."""
+        from transformers import LogitsProcessor, LogitsProcessorList
+
+        targets = torch.tensor([[s[0] for s in rest] for _, rest in continuations],
+                               device=self.device)
+        ids, mask = left_pad([p + shared for p, (shared, _) in zip(prompts, continuations)],
+                             self.tokenizer.pad_token_id, self.device)
+
+        class LabelFirst(LogitsProcessor):
+            """Only the labels' tokens at the first generated position."""
+
+            def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor):
+                if input_ids.shape[1] != ids.shape[1]:
+                    return scores
+                return torch.full_like(scores, -math.inf).scatter(
+                    1, targets, scores.gather(1, targets))
+
+        out = self.model.generate(input_ids=ids, attention_mask=mask, **audio,
+                                  max_new_tokens=self.max_new_tokens + 1, do_sample=False,
+                                  pad_token_id=self.tokenizer.pad_token_id,
+                                  logits_processor=LogitsProcessorList([LabelFirst()]),
+                                  output_logits=True, return_dict_in_generate=True)
+        scores = out.logits[0].float().log_softmax(-1).gather(1, targets)
+        texts = self.tokenizer.batch_decode(out.sequences[:, ids.shape[1] + 1:],
+                                            skip_special_tokens=True)
+        return scores.softmax(-1).cpu().numpy(), texts
+
+    @torch.no_grad()
     def _generate(self, rows: list[list[int]], audio: dict) -> list[str]:
         ids, mask = left_pad(rows, self.tokenizer.pad_token_id, self.device)
         out = self.model.generate(input_ids=ids, attention_mask=mask, **audio,
@@ -322,11 +363,18 @@ class Predictor:
             transcripts = [p["transcript"] or "" for p in parsed]
             reasons = [p["rationale"] for p in parsed]
         continuations = self._continuations(transcripts, reasons)
-        probs = self._score(prompts, audio, continuations)
+        fused = label_first and rationale and self.score_in_generate and all(
+            len(s) == 1 for _, rest in continuations for s in rest)
+        if fused:
+            probs, after = self._score_and_generate(prompts, audio, continuations)
+        else:
+            probs = self._score(prompts, audio, continuations)
         chosen = [self.labels[int(i)] for i in probs.argmax(1)]
         if label_first:
             heads = label_continuations(self.fmt, self.source, self.labels)
-            if rationale:
+            if fused:
+                texts = [heads[label] + t for label, t in zip(chosen, after)]
+            elif rationale:
                 rows = [p + self.tokenizer(heads[label], add_special_tokens=False)["input_ids"]
                         for p, label in zip(prompts, chosen)]
                 texts = [heads[label] + t for label, t in zip(chosen, self._generate(rows, audio))]
