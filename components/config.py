@@ -293,6 +293,10 @@ class SFTConfig:
     answer_weight: float = 10.0
     """Loss weight of the label (and perception answer) tokens against 1 for the rest of the
     target: the decision that needs the audio is otherwise a few percent of the loss."""
+    claim_weight: float = 1.0
+    """Loss weight of the words of a rationale that state a measured level ("the speaking
+    rate is fast"), against 1 for the rest: the LM must copy them from the caption and the
+    audio, while the words around them follow from the label."""
     encoder_learning_rate: float = 1e-4
     """The warmed-up encoder and the projectors during SFT: low, so the LM learns to read them."""
     encoder_pretrain_epochs: int = 6

@@ -63,6 +63,31 @@ def test_collator_weights_the_heard_answer(pipeline):
     assert (batch["loss_weights"][0] == 1.0).sum() > 5  # the rationale keeps weight 1
 
 
+def test_collator_weights_the_rationales_claims_about_the_voice(pipeline):
+    """With `claim_weight`, the tokens of each level the rationale states ("the voice is loud")
+    carry it; the label keeps `answer_weight`, the other words 1, perception answers no claims."""
+    from components.distill.verify import acoustic_claims
+
+    root, df, feats, records, labels, tiny = pipeline
+    model, tokenizer = build_speechlm(str(tiny), **TINY)
+    examples = build_sft_examples(feats, df, records, SftDataConfig(perception_ratio=0.5))
+    ser = [e for e in examples if e["task"] == "ser" and acoustic_claims(e["target"])][:3]
+    perception = next(e for e in examples if e["task"] != "ser")
+    source = AudioSource(model, frames=load_frames(root / "features" / "frames",
+                                                   {e["utt_id"] for e in ser + [perception]}))
+    collator = SpeechCollator(tokenizer, source, labels, claim_weight=3.0)
+    batch = collator(ser + [perception])
+    assert "loss_weights" in batch  # emitted with the answer weight left at 1
+    for row, weights, example in zip(batch["input_ids"], batch["loss_weights"], ser):
+        claims = acoustic_claims(example["target"])
+        heard = tokenizer.decode(row[weights == 3.0])
+        for claim in claims:  # every claim's words, and no other, carry the weight
+            assert claim.text.split()[-1] in heard
+        assert len(heard.split()) <= sum(len(c.text.split()) + 1 for c in claims)
+        assert example["label"] not in heard.split() and (weights == 1.0).sum() > 5
+    assert set(batch["loss_weights"][-1].unique().tolist()) <= {0.0, 1.0}
+
+
 def test_sft_trains_and_predicts(pipeline, tmp_path, capsys, monkeypatch):
     from components.speechlm.batching import LengthGroupedShuffledSampler
 

@@ -10,6 +10,7 @@ import soundfile as sf
 import torch
 
 from components.audio_io import read_audio
+from components.distill.verify import acoustic_claims
 from components.features.frames import load_frames
 from components.paths import resolve_audio_path
 from components.speechlm.encoders import INPUT_FRAME_RATE, collate_frames, n_audio_tokens
@@ -104,20 +105,26 @@ class SpeechCollator:
     """Examples (components.speechlm.sft_data) -> model inputs with target-only labels."""
 
     def __init__(self, tokenizer, source: AudioSource, label_set: list[str],
-                 max_length: int = 512, answer_weight: float = 1.0):
+                 max_length: int = 512, answer_weight: float = 1.0, claim_weight: float = 1.0):
         """`answer_weight`: loss weight of the label (or perception answer) tokens against 1
-        for the rest of the target; other than 1 it is emitted as `loss_weights`."""
+        for the rest of the target; `claim_weight`: of the words of a SER rationale that state
+        a level of the voice (the distill verifier's claims, "the speaking rate is fast").
+        Either other than 1 emits `loss_weights`."""
         self.tokenizer, self.source, self.label_set = tokenizer, source, list(label_set)
         self.config = source.model.config
         self.max_length = max_length
         self.answer_weight = answer_weight
+        self.claim_weight = claim_weight
 
     def target_ids(self, example: dict) -> tuple[list[int], list[float]]:
         """The target's tokens (with its ending) and their loss weights."""
         text = example["target"] + self.ending(example)
         encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        start, end = answer_span(example)
-        weights = [self.answer_weight if a < end and b > start else 1.0
+        spans = [(answer_span(example), self.answer_weight)]
+        if self.claim_weight != 1.0 and example["task"] == "ser" and example.get("rationale"):
+            spans += [(claim.span, self.claim_weight)
+                      for claim in acoustic_claims(example["target"])]
+        weights = [max([w for (start, end), w in spans if a < end and b > start], default=1.0)
                    for a, b in encoded["offset_mapping"]]
         return encoded["input_ids"], weights
 
@@ -165,7 +172,7 @@ class SpeechCollator:
             loss_weights[i, :len(weight)] = torch.tensor(weight)
             attention[i, :len(row)] = 1
         batch = {"input_ids": input_ids, "attention_mask": attention, "labels": label_ids, **audio}
-        if self.answer_weight != 1.0:
+        if self.answer_weight != 1.0 or self.claim_weight != 1.0:
             batch["loss_weights"] = loss_weights
         return batch
 

@@ -321,7 +321,8 @@ def train_sft(params: Params, out: Path) -> dict:
             if cfg.prosody_token else None
         source = AudioSource.from_features(model, cfg.frames, manifest, data_root, utt_ids,
                                            features, stats)
-        collator = SpeechCollator(tokenizer, source, label_set, answer_weight=cfg.answer_weight)
+        collator = SpeechCollator(tokenizer, source, label_set, answer_weight=cfg.answer_weight,
+                                  claim_weight=cfg.claim_weight)
         if source.frames is not None and cfg.frame_norm == "feature":
             model.model.audio_encoder.input_norm.fit(
                 [source.frames[u] for u in sorted({e["utt_id"] for e in train})])
