@@ -1,9 +1,7 @@
-"""The whole pipeline on the smoke profile through the Prefect flow, under Prefect's test harness.
-
-It proves the stages fit together: the flow runs every dvc.yaml stage in order with the profile
-applied, gates publish their results as Prefect artifacts, MLflow gets one parent with a child
-per stage, the run is saved as a DVC experiment, a changed param re-runs only the stages that
-read it, and a failing gate stops the flow at once (no retry).
+"""The pipeline flow's failures under Prefect's test harness: a failing gate stops the flow at
+once (no retry, no experiment saved), a typo in an override or a profile fails before anything
+runs. The whole pipeline's smoke run, through the deployment on a live stack, is in
+tests/test_deployment.py; the helpers here are shared with it.
 """
 import asyncio
 import json
@@ -13,8 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import mlflow
-import pandas as pd
 import pytest
 
 from tests.conftest import REPO
@@ -93,76 +89,6 @@ def experiments(root: Path, env: dict) -> dict:
                 found[rev.get("name")] = {**data["params"]["params.yaml"]["data"],
                                           "metrics": data.get("metrics") or {}}
     return found
-
-
-def test_flow_runs_every_stage_as_an_experiment_then_only_what_changed(project, harness,
-                                                                      monkeypatch):
-    from flows.ser_pipeline import pipeline_stages, ser_pipeline
-
-    root, env = project
-    monkeypatch.setenv("PATH", env["PATH"])
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    stages = pipeline_stages(root)
-    assert stages[:2] == ["prepare", "manifest_gate"]
-    original = (root / "params.yaml").read_text()
-
-    state = ser_pipeline(profile="smoke", project_dir=str(root), experiment="smoke-1",
-                         return_state=True)
-    summary = state.result()
-    assert summary == {"experiment": "smoke-1", "profile": "smoke", "set_params": {},
-                       "ran": stages, "skipped": []}
-    assert (root / "params.yaml").read_text() == original  # restored after the run
-
-    assert (root / "models" / "sft" / "task.json").exists()
-    assert json.loads((root / "models" / "zeroshot" / "task.json").read_text())["inputs"] == "text"
-    manifest = pd.read_parquet(root / "data" / "prepared" / "manifest.parquet")
-    gated = pd.read_parquet(root / "data" / "gated" / "manifest.parquet")
-    assert len(manifest) == 24 and len(gated) == 24  # the smoke profile's corpus size
-
-    published, _ = flow_run_records(state.state_details.flow_run_id)
-    assert "passed" in published["manifest-gate"]
-    assert {"features-gate", "rationales-gate"} <= set(published)
-    assert "register" not in published  # not a gate: its result is in the MLflow artifact
-    assert published["evaluation"].count("\n| ") >= 5  # header + one row per system
-    assert "| sft | " in published["evaluation"]
-    assert "registered model: emoreason v1 (promoted" in published["mlflow"]
-    assert "ran: prepare, manifest_gate" in published["dvc-experiment"]
-
-    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
-    parents = [r for r in runs if r.data.tags.get("emoreason.kind") == "pipeline"]
-    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert parents[0].data.tags["emoreason.dvc_experiment"] == "smoke-1"
-    assert parents[0].info.run_id in published["mlflow"]
-    children = {r.data.tags["emoreason.stage"] for r in runs
-                if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id}
-    assert children == set(stages)
-
-    metrics = json.loads((root / "reports" / "evaluate" / "metrics.json").read_text())
-    assert {"majority", "egemaps_lr_speaker", "encoder", "zeroshot", "sft"} <= \
-        set(metrics["systems"])
-    corrected = json.loads((root / "reports" / "evaluate" / "self_correction.json").read_text())
-    assert corrected["rounds"] == 1  # the smoke profile's one refinement round
-    assert set(corrected["systems"]["sft"]) == {"-", "recheck", "evidence", "control"}
-    probe = json.loads((root / "reports" / "probe" / "probe.json").read_text())
-    assert probe["n_clips"] == 4 and set(probe["instructions"]) == {
-        "recheck", "evidence", "calmer", "angrier"}
-    registered = mlflow.MlflowClient().get_model_version_by_alias("emoreason", "champion")
-    assert registered.tags["emoreason.decision"] == "promoted"  # the first version
-
-    exps = experiments(root, env)
-    assert exps["smoke-1"]["sft"]["lm"] == "bundled:tiny-random-llama"
-    assert exps["smoke-1"]["prepare"]["demo"]["n_clips"] == 24
-    assert "sft" in exps["smoke-1"]["metrics"]["reports/evaluate/metrics.json"]["data"]["systems"]
-
-    # one param that only the register stage reads: only register runs again
-    again = ser_pipeline(profile="smoke", set_params={"register.grounding_tolerance": 0.1},
-                         project_dir=str(root), experiment="smoke-2")
-    assert again["ran"] == ["register"]
-    assert again["skipped"] == [s for s in stages if s != "register"]
-    exps = experiments(root, env)
-    assert exps["smoke-2"]["register"]["grounding_tolerance"] == 0.1
-    assert exps["smoke-1"]["register"]["grounding_tolerance"] == 0.05
-    assert len(mlflow.MlflowClient().search_model_versions("name = 'emoreason'")) == 2
 
 
 def test_a_failing_gate_stops_the_flow_at_once(project, harness, monkeypatch):
