@@ -75,7 +75,6 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(pipeline, trained, tmp_pa
     params = tiny_rl_params(pipeline[0], trained, tmp_path)
     params.rl.rewards = {SPREAD: 1.0}
     params.rl.max_steps, params.rl.save_steps = 3, 1
-    params.rl.ray.num_workers = 1  # resuming is per run, not per worker (two: the test above)
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(as_dict(params)))
     folder = checkpoint_folder(params)
