@@ -113,6 +113,12 @@ def left_pad(rows: list[list[int]], pad: int, device: torch.device,
     return ids.to(device), mask.to(device)
 
 
+def one_token_labels(continuations: list[tuple[list[int], list[list[int]]]]) -> bool:
+    """Every label is one token after the shared text (`Predictor._continuations`): one
+    forward pass scores them all."""
+    return all(len(s) == 1 for _, rest in continuations for s in rest)
+
+
 def padded_positions(mask: torch.Tensor) -> torch.Tensor:
     """Position ids of left-padded rows (what `generate` computes), so a scored prompt is
     encoded exactly as when it is generated from."""
@@ -280,30 +286,40 @@ class Predictor:
         prompt and the shared text, softmaxed over the label set. One forward pass of B rows
         when every label is one token from there, else B x labels rows."""
         pad = self.tokenizer.pad_token_id
-        single = all(len(s) == 1 for _, rest in continuations for s in rest)
-        if single:
+        if one_token_labels(continuations):
             rows = [p + shared for p, (shared, _) in zip(prompts, continuations)]
-            logits = self._next_token_logits(rows, audio).float().log_softmax(-1)
-            targets = torch.tensor([[s[0] for s in rest] for _, rest in continuations],
-                                   device=self.device)
-            scores = logits.gather(1, targets)
-        else:
-            rows, spans = [], []
-            for p, (shared, rest) in zip(prompts, continuations):
-                for suffix in rest:
-                    rows.append(p + shared + suffix)
-                    spans.append(len(suffix))
-            ids, mask = left_pad(rows, pad, self.device)
-            repeat = len(self.labels)
-            expanded = {k: v.repeat_interleave(repeat, 0) for k, v in audio.items()}
-            logp = self.model(input_ids=ids, attention_mask=mask, position_ids=padded_positions(mask),
-                              **expanded).logits.float().log_softmax(-1)
-            width = ids.shape[1]
-            totals = []
-            for r, n in enumerate(spans):
-                positions = torch.arange(width - n, width, device=self.device)
-                totals.append(logp[r, positions - 1].gather(1, ids[r, positions][:, None]).sum())
-            scores = torch.stack(totals).reshape(len(prompts), repeat)
+            return self._one_token_probabilities(self._next_token_logits(rows, audio),
+                                                 continuations)
+        rows, spans = [], []
+        for p, (shared, rest) in zip(prompts, continuations):
+            for suffix in rest:
+                rows.append(p + shared + suffix)
+                spans.append(len(suffix))
+        ids, mask = left_pad(rows, pad, self.device)
+        repeat = len(self.labels)
+        expanded = {k: v.repeat_interleave(repeat, 0) for k, v in audio.items()}
+        logp = self.model(input_ids=ids, attention_mask=mask, position_ids=padded_positions(mask),
+                          **expanded).logits.float().log_softmax(-1)
+        width = ids.shape[1]
+        totals = []
+        for r, n in enumerate(spans):
+            positions = torch.arange(width - n, width, device=self.device)
+            totals.append(logp[r, positions - 1].gather(1, ids[r, positions][:, None]).sum())
+        scores = torch.stack(totals).reshape(len(prompts), repeat)
+        return scores.softmax(-1).cpu().numpy()
+
+    def _label_tokens(self, continuations: list[tuple[list[int], list[list[int]]]],
+                      ) -> torch.Tensor:
+        """[B, labels] each label's one token after the shared text."""
+        return torch.tensor([[s[0] for s in rest] for _, rest in continuations],
+                            device=self.device)
+
+    def _one_token_probabilities(self, logits: torch.Tensor,
+                                 continuations: list[tuple[list[int], list[list[int]]]],
+                                 ) -> np.ndarray:
+        """[B, labels] probabilities of one-token labels from the [B, vocab] logits of the
+        position after the shared text: their log-probabilities softmaxed over the label set."""
+        scores = logits.float().log_softmax(-1).gather(1, self._label_tokens(continuations))
         return scores.softmax(-1).cpu().numpy()
 
     @torch.no_grad()
@@ -317,8 +333,7 @@ class Predictor:
         twice; on CPU that second encoding is about as long as writing the rationale."""
         from transformers import LogitsProcessor, LogitsProcessorList
 
-        targets = torch.tensor([[s[0] for s in rest] for _, rest in continuations],
-                               device=self.device)
+        targets = self._label_tokens(continuations)
         ids, mask = left_pad([p + shared for p, (shared, _) in zip(prompts, continuations)],
                              self.tokenizer.pad_token_id, self.device)
 
@@ -336,10 +351,9 @@ class Predictor:
                                   pad_token_id=self.tokenizer.pad_token_id,
                                   logits_processor=LogitsProcessorList([LabelFirst()]),
                                   output_logits=True, return_dict_in_generate=True)
-        scores = out.logits[0].float().log_softmax(-1).gather(1, targets)
         texts = self.tokenizer.batch_decode(out.sequences[:, ids.shape[1] + 1:],
                                             skip_special_tokens=True)
-        return scores.softmax(-1).cpu().numpy(), texts
+        return self._one_token_probabilities(out.logits[0], continuations), texts
 
     @torch.no_grad()
     def _generate(self, rows: list[list[int]], audio: dict) -> list[str]:
@@ -363,8 +377,8 @@ class Predictor:
             transcripts = [p["transcript"] or "" for p in parsed]
             reasons = [p["rationale"] for p in parsed]
         continuations = self._continuations(transcripts, reasons)
-        fused = label_first and rationale and self.score_in_generate and all(
-            len(s) == 1 for _, rest in continuations for s in rest)
+        fused = label_first and rationale and self.score_in_generate and \
+            one_token_labels(continuations)
         if fused:
             probs, after = self._score_and_generate(prompts, audio, continuations)
         else:
