@@ -14,6 +14,8 @@ from safetensors.torch import load_file
 
 from components.config import as_dict
 from components.rl.worker import checkpoint_folder
+from components.serve.predictor import load_predictor
+from components.serve.rows import predict_rows
 from tests.processes import cli, kill_when, run
 from tests.rl_fixture import SPREAD, tiny_rl_params
 
@@ -92,8 +94,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(pipeline, trained, tmp_pa
     assert not folder.exists()  # the model is saved: nothing left to resume
 
     audio = next(p for p in (pipeline[0] / "audio").rglob("*.wav"))
-    out = json.loads(run(cli(path, "predict", "--json", "--no-rationale", "--model",
-                             str(tmp_path / "rl"), str(audio))))
+    out, = predict_rows(load_predictor(tmp_path / "rl"), [str(audio)], rationale=False)
     labels = json.loads((trained / "task.json").read_text())["labels"]
     assert out["error"] is None and out["label"] in labels
     assert abs(sum(out["probabilities"].values()) - 1) < 1e-4
