@@ -412,8 +412,9 @@ tokens), so a change it causes is the effect of any follow-up turn, not of a cor
 
 @dataclass
 class InferenceConfig:
-    """Self-correction at inference (arXiv 2505.11924): after its first answer the model is
-    shown its answer and a follow-up instruction and may revise label and rationale, K times."""
+    """How answers are decoded (`repeat_block`) and self-correction at inference (arXiv
+    2505.11924): after its first answer the model is shown its answer and a follow-up
+    instruction and may revise label and rationale, K times."""
     self_correct_rounds: int = 0
     """Refinement rounds after the first answer; 0 = off."""
     self_correct_instruction: str = "evidence"
@@ -423,10 +424,17 @@ class InferenceConfig:
     """Name -> follow-up text. Fields a text may name: {pitch}, {pitch_range}, {energy},
     {rate}, {pauses}, {intonation} (the measured levels) and {transcript}."""
     control: str = CONTROL
+    repeat_block: list[int] | None = field(default_factory=lambda: [3, 2])
+    """[n, k]: no run of n words of a generated text occurs more than k times (greedy decoding
+    with `components.serve.repeat_block`); null: plain greedy decoding."""
 
     def __post_init__(self):
         if self.self_correct_rounds < 0:
             raise ValueError("inference.self_correct_rounds must be >= 0")
+        if self.repeat_block is not None and (
+                len(self.repeat_block) != 2 or min(self.repeat_block) < 1):
+            raise ValueError(f"inference.repeat_block must be [n, k] with n >= 1 and k >= 1 "
+                             f"(or null), got {self.repeat_block}")
         if self.self_correct_instruction not in self.instructions:
             raise ValueError(f"inference.self_correct_instruction "
                              f"{self.self_correct_instruction!r} is not one of "

@@ -338,6 +338,10 @@ def test_first_registration_is_champion_and_challenger(folders, register_params,
     model_dir = next(p for p in local.rglob("task.json")).parent
     assert (model_dir / "language_model").is_dir()
     assert not (model_dir / "adapter_model.safetensors").exists()
+    # the served model decodes as `inference` says
+    config = mlflow.models.get_model_info(f"models:/{name}@champion").flavors[
+        "python_function"]["config"]
+    assert config["repeat_block"] == register_params.inference.repeat_block == [3, 2]
 
 
 def test_worse_version_is_challenger_only_and_tags_say_why(register_params, tmp_path,

@@ -103,7 +103,8 @@ def evaluate_model_on_corpus(params: Params, model: str, corpus: str, data_dir: 
         pred, _ = speechlm_predictions(folder, evaluated, out / "features" / "frames",
                                        meta.data_root, params.evaluate.rationale,
                                        params.evaluate.max_new_tokens,
-                                       params.evaluate.batch_size, params.base.device)
+                                       params.evaluate.batch_size, params.base.device,
+                                       params.inference.repeat_block)
         gold = evaluated[GOLD_COLUMNS]
         cues = load_clip_cues(features, manifest, sorted(set(evaluated["split"])))
         params.evaluate.reference = ""

@@ -86,7 +86,8 @@ def run_register(params: Params, model_folder: Path | str | None = None,
                           batch_size=params.serve.batch_size, dtype=params.serve.dtype,
                           device=params.base.device, self_correct=(
                               inference.instructions[inference.self_correct_instruction],
-                              inference.self_correct_rounds))
+                              inference.self_correct_rounds),
+                          repeat_block=inference.repeat_block)
         version = str(info.registered_model_version)
         client = mlflow.MlflowClient()
         champion_version, champion = current_champion(client, cfg.model_name, cfg.gate_metric)

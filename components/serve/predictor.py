@@ -29,10 +29,12 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from components.device import resolve_device, to_device
 from components.distill.records import LEVEL_FIELDS
 from components.features.prosody import SR
+from components.serve.repeat_block import RepeatBlock, word_ids
 from components.speechlm.encoders import collate_frames, n_audio_tokens
 from components.speechlm.formats import (
     NO_TRANSCRIPT,
@@ -127,8 +129,12 @@ def padded_positions(mask: torch.Tensor) -> torch.Tensor:
 
 class Predictor:
     def __init__(self, model, tokenizer, task: dict, folder: Path, max_new_tokens: int = 96,
-                 self_correct: tuple[str, int] | None = None):
+                 self_correct: tuple[str, int] | None = None,
+                 repeat_block: tuple[int, int] | None = None):
         self.model, self.tokenizer, self.task = model.eval(), tokenizer, task
+        self.repeat_block = repeat_block
+        """(n, max_repeats): no run of n words of a generated text occurs more than max_repeats
+        times (`components.serve.repeat_block`); None: plain greedy decoding."""
         self.refinement = self_correct if self_correct and self_correct[1] > 0 else None
         """(follow-up instruction, rounds): `predict_clips` answers with the last round's
         answer (see `self_correct`); None: the first answer."""
@@ -156,6 +162,8 @@ class Predictor:
         call that generates the rationale (`_score_and_generate`: the prompt is encoded once);
         False scores them in a pass of their own first (the benchmark's comparison)."""
         self._prefix: tuple[list[int], object] | None = None
+        self._words: torch.Tensor | None = None
+        """The repeat block's word id per token (`repeat_block.word_ids`), built on first use."""
 
     # ------------------------------------------------------------------ inputs
     def measure_audio(self, audio: list[np.ndarray], speakers: list[str | None] | None = None,
@@ -331,8 +339,6 @@ class Predictor:
         label's token, and the raw logits of that step are the scores (`_score`'s one-token
         case). Scoring in a pass of its own and generating after the label encode every prompt
         twice; on CPU that second encoding is about as long as writing the rationale."""
-        from transformers import LogitsProcessor, LogitsProcessorList
-
         targets = self._label_tokens(continuations)
         ids, mask = left_pad([p + shared for p, (shared, _) in zip(prompts, continuations)],
                              self.tokenizer.pad_token_id, self.device)
@@ -349,7 +355,8 @@ class Predictor:
         out = self.model.generate(input_ids=ids, attention_mask=mask, **audio,
                                   max_new_tokens=self.max_new_tokens + 1, do_sample=False,
                                   pad_token_id=self.tokenizer.pad_token_id,
-                                  logits_processor=LogitsProcessorList([LabelFirst()]),
+                                  logits_processor=LogitsProcessorList(
+                                      [LabelFirst(), *self._repeat_block(ids)]),
                                   output_logits=True, return_dict_in_generate=True)
         texts = self.tokenizer.batch_decode(out.sequences[:, ids.shape[1] + 1:],
                                             skip_special_tokens=True)
@@ -360,8 +367,17 @@ class Predictor:
         ids, mask = left_pad(rows, self.tokenizer.pad_token_id, self.device)
         out = self.model.generate(input_ids=ids, attention_mask=mask, **audio,
                                   max_new_tokens=self.max_new_tokens, do_sample=False,
-                                  pad_token_id=self.tokenizer.pad_token_id)
+                                  pad_token_id=self.tokenizer.pad_token_id,
+                                  logits_processor=LogitsProcessorList(self._repeat_block(ids)))
         return self.tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
+
+    def _repeat_block(self, ids: torch.Tensor) -> list:
+        """The repeat block's logits processor for prompts `ids` (left-padded), or none."""
+        if self.repeat_block is None:
+            return []
+        if self._words is None:
+            self._words = word_ids(self.tokenizer)
+        return [RepeatBlock(*self.repeat_block, prompt_len=ids.shape[1], words=self._words)]
 
     # ------------------------------------------------------------------ prediction
     def _predict_batch(self, clips: list[ClipInput], rationale: bool,
@@ -494,11 +510,13 @@ def cast_for_serving(model, dtype: str):
 
 def load_predictor(folder: Path | str, max_new_tokens: int = 96,
                    dtype: str = "float32", device: str = "cpu",
-                   self_correct: tuple[str, int] | None = None) -> Predictor:
+                   self_correct: tuple[str, int] | None = None,
+                   repeat_block: Sequence[int] | None = None) -> Predictor:
     """A Predictor for a model folder written by `emoreason sft`, `emoreason zeroshot` or
     `emoreason model export`, with its weights in `dtype` (see `cast_for_serving`) on `device`
     (a `base.device` name, see `components.device.resolve_device`); `self_correct`:
-    (instruction, rounds) of refinement after the first answer."""
+    (instruction, rounds) of refinement after the first answer; `repeat_block`: (n, k) of
+    `inference.repeat_block`."""
     from components.speechlm.io import load_speechlm
 
     folder = Path(folder)
@@ -513,7 +531,7 @@ def load_predictor(folder: Path | str, max_new_tokens: int = 96,
     model, tokenizer = load_speechlm(folder)
     model = cast_for_serving(model, dtype).to(where)
     return Predictor(model, tokenizer, json.loads(task_path.read_text()), folder, max_new_tokens,
-                     self_correct)
+                     self_correct, tuple(repeat_block) if repeat_block else None)
 
 
 def frames_of(frames_dir: Path | str, utt_ids: list[str]) -> dict[str, np.ndarray]:

@@ -100,7 +100,8 @@ class EmoReasonModel(mlflow.pyfunc.PythonModel):
     (the weights' number format, `components.serve.predictor.cast_for_serving`) and `device`
     (a `base.device` name; default cpu, as models logged before it was a setting ran),
     `self_correct_rounds` and `self_correct_instruction` (refinement after the first answer,
-    `inference.*`; default 0: off)."""
+    `inference.*`; default 0: off), `repeat_block` ([n, k] of `inference.repeat_block`;
+    default none: plain greedy decoding)."""
 
     def load_context(self, context) -> None:
         from components.serve.predictor import load_predictor
@@ -115,7 +116,8 @@ class EmoReasonModel(mlflow.pyfunc.PythonModel):
                                         device=str(config.get("device", "cpu")),
                                         self_correct=(
                                             str(config.get("self_correct_instruction", "")),
-                                            int(config.get("self_correct_rounds", 0))))
+                                            int(config.get("self_correct_rounds", 0))),
+                                        repeat_block=config.get("repeat_block"))
 
     def predict(self, context, model_input: pd.DataFrame,
                 params: dict[str, Any] | None = None) -> pd.DataFrame:
@@ -225,10 +227,12 @@ def signature():
 def log_pyfunc(model_folder: Path | str, artifact_name: str = "model",
                registered_model_name: str | None = None, max_duration_s: float = 60.0,
                batch_size: int = 8, dtype: str = "float32", device: str = "cpu",
-               self_correct: tuple[str, int] = ("", 0)):
+               self_correct: tuple[str, int] = ("", 0),
+               repeat_block: list[int] | None = None):
     """Log the model folder as a pyfunc in the active MLflow run (registering it under
-    `registered_model_name` when given); returns the ModelInfo. `dtype`, `device` and
-    `self_correct` (instruction, rounds) go into the model config (see `EmoReasonModel`).
+    `registered_model_name` when given); returns the ModelInfo. `dtype`, `device`,
+    `self_correct` (instruction, rounds) and `repeat_block` go into the model config (see
+    `EmoReasonModel`).
 
     The logged model is checked first: it answers the input example in-process (and MLflow
     answers it again from the saved copy), and a model that cannot answer its own example
@@ -240,7 +244,8 @@ def log_pyfunc(model_folder: Path | str, artifact_name: str = "model",
     config = {"max_duration_s": float(max_duration_s), "batch_size": int(batch_size),
               "allow_paths": False, "dtype": dtype, "device": device,
               "self_correct_instruction": self_correct[0],
-              "self_correct_rounds": int(self_correct[1])}
+              "self_correct_rounds": int(self_correct[1]),
+              "repeat_block": list(repeat_block) if repeat_block else None}
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         staged = _stage_model(model_folder, tmp_path)
