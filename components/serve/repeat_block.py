@@ -6,8 +6,9 @@ no repeat at all, and tells " the" from "The": it would forbid the rationale to 
 caption's measured levels ("rate normal"), and it would let "The voice is ... the voice is"
 run on. This block counts the completion only, and compares tokens by their word (`word_ids`:
 case and leading space ignored), as the evaluate stage's loop count compares words
-(`components.evaluate.rationale_quality.loops`): with n = 3 and `max_repeats` = 2 no three-word
-run of single-token words occurs three times.
+(`components.evaluate.rationale_quality.loops`): with n = 3 and `max_repeats` = 2 no run of
+three words occurs three times, unless punctuation splits it (punctuation is a word here, and
+the loop count ignores it).
 """
 from __future__ import annotations
 
@@ -43,8 +44,8 @@ class RepeatBlock(LogitsProcessor):
         of their own."""
 
     def banned(self, completion: list[int]) -> list[int]:
-        """The words (token ids when `words` is None) that may not follow `completion`, given
-        as words."""
+        """The ids that may not follow `completion`: word ids when `completion` is given as
+        word ids, token ids when it is given as token ids."""
         n = self.ngram
         if len(completion) < n - 1:
             return []
