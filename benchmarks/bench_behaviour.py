@@ -18,6 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from components.config import load_params  # noqa: E402
 from components.evaluate.behaviour import Clip, run_suite  # noqa: E402
 from components.labels import code_map  # noqa: E402
 from components.prepare.loaders.ravdess import STATEMENTS  # noqa: E402
@@ -45,7 +46,8 @@ def main() -> None:
     parser.add_argument("--tolerance", type=float, default=0.1)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    predictor = load_predictor(args.model, max_new_tokens=64)
+    served = load_params(REPO / "params.yaml").inference  # decode as served
+    predictor = load_predictor(args.model, max_new_tokens=64, repeat_block=served.repeat_block)
     labels = predictor.labels
     clips = ravdess_clips(args.data, args.actors)
     if not clips:

@@ -1,5 +1,6 @@
-"""The repeat block: no n-token run of the generated text occurs more than `max_repeats`
-times, the prompt is not counted, and a model that loops under greedy decoding stops looping."""
+"""The repeat block: no run of n words (tokens compared by word) of the generated text occurs
+more than `max_repeats` times, the prompt is not counted, and a model that loops under greedy
+decoding stops looping."""
 from collections import Counter
 
 import pytest

@@ -42,6 +42,7 @@ class RepeatBlock(LogitsProcessor):
         self.words = words
         """[vocab] word id per token; ids past its end (a model's padded vocabulary) are words
         of their own."""
+        self._padded: torch.Tensor | None = None
 
     def banned(self, completion: list[int]) -> list[int]:
         """The ids that may not follow `completion`: word ids when `completion` is given as
@@ -70,10 +71,14 @@ class RepeatBlock(LogitsProcessor):
         return scores
 
     def _words(self, vocab: int, device: torch.device) -> torch.Tensor | None:
+        """`words` widened to the scores' `vocab` on `device`, built at the first step only."""
         if self.words is None:
             return None
-        words = self.words.to(device)
-        extra = vocab - len(words)
-        if extra > 0:
-            words = torch.cat([words, int(words.max()) + 1 + torch.arange(extra, device=device)])
-        return words[:vocab]
+        if self._padded is None or len(self._padded) != vocab:
+            words = self.words.to(device)
+            extra = vocab - len(words)
+            if extra > 0:
+                words = torch.cat([words, int(words.max()) + 1 +
+                                   torch.arange(extra, device=device)])
+            self._padded = words[:vocab]
+        return self._padded
