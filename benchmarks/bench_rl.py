@@ -9,7 +9,9 @@ stage under Ray Train with 1 and 2 CPU workers. Rows 1 and 2 generate exactly
 run the stage as configured and show their mean completion length. The first step of each
 row is a warm-up and is left out of the means.
 Needs the demo pipeline through `sft` (`dvc repro sft`). Writes nothing in the project.
-Run: python benchmarks/bench_rl.py [--steps 4] [--tokens 48] [--generations 8]
+`--device cuda` runs rows 1 and 2 on the GPU, in bf16 where it computes it (the Ray rows
+then stay as configured: `rl.ray.use_gpu`).
+Run: python benchmarks/bench_rl.py [--steps 4] [--tokens 48] [--generations 8] [--device cpu]
 """
 import argparse
 import json
@@ -21,20 +23,20 @@ from pathlib import Path
 import torch
 
 from components.config import load_params
+from components.device import resolve_device, trainer_precision
 from components.rl.timing import PHASES, PhaseTimes
 from components.rl.worker import build_trainer, step_seconds
 
 COLUMNS = ("step", *PHASES)
 
 
-def stock_trainer(params, rows, tokens: int, out: Path):
+def stock_trainer(params, rows, tokens: int, out: Path, device: torch.device):
     """TRL's GRPOTrainer as its docs use it: a causal LM, a LoRA config, text prompts."""
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
-    from components.device import trainer_precision
     from components.models.bundled import resolve_model
     from components.rl.rewards import build_reward_funcs
     from components.speechlm.io import load_speechlm
@@ -59,7 +61,7 @@ def stock_trainer(params, rows, tokens: int, out: Path):
         scale_rewards="group", reward_weights=weights, learning_rate=cfg.learning_rate,
         lr_scheduler_type="constant", max_steps=cfg.max_steps, save_strategy="no",
         logging_steps=1, seed=params.base.seed, disable_dropout=True, report_to=[],
-        generation_kwargs={"min_new_tokens": tokens}, **trainer_precision(torch.device("cpu")))
+        generation_kwargs={"min_new_tokens": tokens}, **trainer_precision(device))
     return TimedGRPOTrainer(
         model=AutoModelForCausalLM.from_pretrained(path), reward_funcs=funcs, args=args,
         train_dataset=Dataset.from_list([{**row, "prompt": text} for row, text in
@@ -96,8 +98,12 @@ def main() -> None:
     parser.add_argument("--generations", type=int, default=8, help="G")
     parser.add_argument("--prompts", type=int, default=1, help="prompts per step")
     parser.add_argument("--skip-ray", action="store_true")
+    parser.add_argument("--device", default="cpu",
+                        help="device of the in-process rows: cpu | cuda | cuda:<n> | mps")
+    parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
-    params = load_params()
+    params = load_params(args.params)
+    device = resolve_device(args.device)
     cfg = params.rl
     cfg.max_steps, cfg.max_new_tokens = args.steps + 1, args.tokens
     cfg.num_generations, cfg.prompts_per_step, cfg.save_steps = args.generations, args.prompts, 10_000
@@ -106,9 +112,9 @@ def main() -> None:
     cfg.checkpoint_dir = str(work / "checkpoints")
     results = {}
     try:
-        ours, _, _, rows = build_trainer(params, 1, torch.device("cpu"))
+        ours, _, _, rows = build_trainer(params, 1, device)
         ours.generation_config.min_new_tokens = args.tokens
-        stock = stock_trainer(params, rows, args.tokens, work / "stock")
+        stock = stock_trainer(params, rows, args.tokens, work / "stock", device)
         start = time.perf_counter()
         results["stock TRL, text, no Ray"] = timed(stock)
         results["audio GRPO-PTR, no Ray"] = timed(ours)
@@ -121,7 +127,9 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     base = results["stock TRL, text, no Ray"][0]["step"]
     print(f"\nG={args.generations}, {args.prompts} prompt(s)/step, {args.tokens} tokens, "
-          f"{args.steps} timed steps (mean s/step; the first step left out)")
+          f"{args.steps} timed steps (mean s/step; the first step left out); in-process rows "
+          f"on {device}" + (f" ({torch.cuda.get_device_name(device)})"
+                            if device.type == "cuda" else ""))
     print(f"{'row':34s} " + " ".join(f"{c:>13s}" for c in COLUMNS) + "  length  vs stock")
     for name, (seconds, length) in results.items():
         print(f"{name:34s} " + " ".join(f"{seconds.get(c, 0.0):13.2f}" for c in COLUMNS)

@@ -51,7 +51,7 @@ def test_two_workers_stay_in_sync_and_log_every_figure(pipeline, trained, tmp_pa
     rl.ray.num_workers, rl.ray.cpus_per_worker, rl.ray.reward_actor_cpus = 2, 1.0, 0.0
     before = ray_processes()
     summary = run_rl(params)
-    assert summary["workers"] == 2 and summary["steps"] == 2
+    assert summary["workers"] == 2 and summary["steps"] == 2 and summary["device"] == "cpu"
     digests = summary["weights_digests"]
     assert len(digests) == 2 and digests[0] == digests[1] and summary["workers_in_sync"]
     # the RL half of the stacked adapter moved away from its zero start

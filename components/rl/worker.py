@@ -158,7 +158,7 @@ def train_worker(config: dict) -> None:
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     history = [entry for entry in trainer.state.log_history if "reward/total" in entry]
     digests = worker_digests(trainer.accelerator.unwrap_model(trainer.model), world)
-    summary = {"steps": trainer.state.global_step, "workers": world,
+    summary = {"steps": trainer.state.global_step, "workers": world, "device": str(device),
                "workers_in_sync": len(set(digests)) == 1, "weights_digests": digests,
                "resumed_at_step": int(resume.name.rpartition("-")[2]) if resume else 0,
                "clips": len(rows), "schedule_on_at_end": schedule.on,
