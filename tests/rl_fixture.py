@@ -1,5 +1,6 @@
-"""RL params over the tiny SFT pipeline (tests.sft_fixture), and a reward that varies
-between completions of a random LM, so a step has advantages to follow."""
+"""RL params over the tiny SFT pipeline (tests.sft_fixture), a reward that varies
+between completions of a random LM, so a step has advantages to follow, and a spy on the
+backbone's audio forwards."""
 from pathlib import Path
 
 from components.config import Params
@@ -26,3 +27,19 @@ def tiny_rl_params(root: Path, sft_folder: Path, tmp_path: Path) -> Params:
     rl.max_steps, rl.save_steps, rl.max_clips = 1, 1, 6
     params.tracking.tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     return params
+
+
+def spy_audio_forwards(model) -> list[tuple]:
+    """Record (input_ids device, audio_values device or None) for every backbone forward of
+    `model` whose input holds audio placeholders; returns the list it fills."""
+    audio_id = model.config.audio_token_id
+    seen: list[tuple] = []
+
+    def spy(module, args, kwargs):
+        ids = kwargs.get("input_ids")
+        if ids is not None and (ids == audio_id).any():
+            audio = kwargs.get("audio_values")
+            seen.append((ids.device, None if audio is None else audio.device))
+
+    model.model.register_forward_pre_hook(spy, with_kwargs=True)
+    return seen

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from components.device import trainer_precision
-from tests.rl_fixture import SPREAD, tiny_rl_params
+from tests.rl_fixture import SPREAD, spy_audio_forwards, tiny_rl_params
 
 CUDA = torch.device("cuda", 0)
 pytestmark = [pytest.mark.gpu, pytest.mark.slow,
@@ -20,16 +20,7 @@ def test_a_grpo_step_runs_on_the_gpu_with_audio_in_every_forward(pipeline, train
     trainer, *_ = build_trainer(params, 1, CUDA)
     assert trainer.args.bf16 == trainer_precision(CUDA)["bf16"] and not trainer.args.use_cpu
     model = trainer.model
-    audio_id = model.config.audio_token_id
-    seen = []
-
-    def spy(module, args, kwargs):
-        ids = kwargs.get("input_ids")
-        if ids is not None and (ids == audio_id).any():
-            audio = kwargs.get("audio_values")
-            seen.append((ids.device, None if audio is None else audio.device))
-
-    model.model.register_forward_pre_hook(spy, with_kwargs=True)
+    seen = spy_audio_forwards(model)
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     trainer.train()
     assert trainer.state.global_step == 1

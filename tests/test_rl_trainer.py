@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from components.rl.ptr import combine
 from components.rl.worker import build_trainer
 from components.speechlm.formats import SER_TASK, format_target
-from tests.rl_fixture import SPREAD, tiny_rl_params
+from tests.rl_fixture import SPREAD, spy_audio_forwards, tiny_rl_params
 
 pytestmark = pytest.mark.slow
 
@@ -100,18 +100,10 @@ def test_audio_rows_stay_aligned_with_their_prompts_through_repeat_shuffle_split
 def test_every_backbone_forward_gets_audio_and_the_audio_changes_the_logprobs(rl_params):
     trainer, *_ = spread_trainer(rl_params)
     model = trainer.model
-    audio_id = model.config.audio_token_id
-    seen = []
-
-    def spy(module, args, kwargs):
-        ids = kwargs.get("input_ids")
-        if ids is not None and (ids == audio_id).any():
-            seen.append(kwargs.get("audio_values") is not None)
-
-    model.model.register_forward_pre_hook(spy, with_kwargs=True)
+    seen = spy_audio_forwards(model)
     trainer.train()
     # generation's prefill, the reference log-probs and the loss forward at least
-    assert len(seen) >= 3 and all(seen)
+    assert len(seen) >= 3 and all(audio is not None for _, audio in seen)
     assert trainer.feed.missed == 0 and trainer.feed.served >= 2
 
     model.train()
