@@ -47,7 +47,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     served = load_params(REPO / "params.yaml").inference  # decode as served
-    predictor = load_predictor(args.model, max_new_tokens=64, repeat_block=served.repeat_block)
+    predictor = load_predictor(args.model, max_new_tokens=64, repeat_block=served.repeat_block,
+                               claim_guard=served.claim_guard)
     labels = predictor.labels
     clips = ravdess_clips(args.data, args.actors)
     if not clips:

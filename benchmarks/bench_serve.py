@@ -41,7 +41,7 @@ import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
 from mlflow.pyfunc import PythonModelContext  # noqa: E402
 
-from components.config import load_params  # noqa: E402
+from components.config import InferenceConfig, load_params  # noqa: E402
 from components.serve.pyfunc import EmoReasonModel, example_wav  # noqa: E402
 from components.serve.rest import start_model_server, stop_model_server  # noqa: E402
 
@@ -197,15 +197,17 @@ def agreement_clips(n: int) -> list[np.ndarray]:
 
 
 def dtypes(folder: Path, new_tokens: int, repeats: int, n_clips: int,
-           repeat_block: list[int] | None) -> list[tuple]:
+           served: InferenceConfig) -> list[tuple]:
     """Per serving dtype: generation tokens/s at batch 1, full-answer p50 on the 4 s clip, and
-    how often its label agrees with float32's on `n_clips` clips (labels from scoring)."""
+    how often its label agrees with float32's on `n_clips` clips (labels from scoring);
+    decoded as `served` says."""
     from components.serve.predictor import DTYPES, load_predictor
 
     clips = agreement_clips(n_clips)
     rows, reference, base = [], None, None
     for dtype in DTYPES:
-        predictor = load_predictor(folder, dtype=dtype, repeat_block=repeat_block)
+        predictor = load_predictor(folder, dtype=dtype, repeat_block=served.repeat_block,
+                                   claim_guard=served.claim_guard)
         rate, _, _ = generation(predictor, new_tokens, repeats)
         _, full = label_only(predictor, repeats)
         labels = [r["label"] for r in predictor.predict_audio(clips, rationale=False)]
@@ -237,7 +239,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help="a few requests and tokens: checks the script, not the numbers")
     args = parser.parse_args()
-    repeat_block = load_params(REPO / "params.yaml").inference.repeat_block  # decode as served
+    served = load_params(REPO / "params.yaml").inference  # decode as served
     folder = Path(args.model)
     if not (folder / "task.json").exists():
         sys.exit(f"{folder} is not a model folder (no task.json): run `make demo` or pass --model")
@@ -246,7 +248,7 @@ def main() -> None:
 
     pyfunc = EmoReasonModel()
     config = {"max_duration_s": 60.0, "batch_size": 8, "dtype": args.dtype,
-              "repeat_block": repeat_block}
+              "repeat_block": served.repeat_block, "claim_guard": served.claim_guard}
     pyfunc.load_context(PythonModelContext({"model": str(folder)}, config))
     predictor = pyfunc.predictor
     frame = pd.DataFrame({"audio": [clip_b64()]})
@@ -271,7 +273,8 @@ def main() -> None:
             experiment = mlflow.create_experiment("bench-serve", (Path(tmp) / "art").as_uri())
             with mlflow.start_run(experiment_id=experiment):
                 info = log_pyfunc(folder, "model", max_duration_s=60.0, batch_size=8,
-                                  dtype=args.dtype, repeat_block=repeat_block)
+                                  dtype=args.dtype, repeat_block=served.repeat_block,
+                                  claim_guard=served.claim_guard)
             server, port = start_model_server(info.model_uri, env, Path(tmp) / "server.log",
                                               workers=args.workers, request_timeout_s=600,
                                               wait_s=600)
@@ -321,7 +324,7 @@ def main() -> None:
     rows.append(("generation, batch 1 (tokens/s)", ours, "stock generate: ratio",
                  ours / stock))
     rows += dtypes(folder, new_tokens, repeats, 4 if args.quick else args.agreement_clips,
-                   repeat_block)
+                   served)
 
     print(f"\nserving benchmark: {folder} ({args.dtype}), {CLIP_S:g} s clip, {where}, "
           f"{torch.get_num_threads()} torch threads{', QUICK' if args.quick else ''}")

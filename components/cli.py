@@ -207,7 +207,8 @@ def cmd_predict(args: argparse.Namespace, params: Params) -> int:
     predictor = load_predictor(Path(args.model), dtype=params.serve.dtype,
                                device=params.base.device, self_correct=(
                                    inference.instructions[inference.self_correct_instruction],
-                                   rounds), repeat_block=inference.repeat_block)
+                                   rounds), repeat_block=inference.repeat_block,
+                               claim_guard=inference.claim_guard)
     speakers = ["speaker"] * len(args.clips) if args.same_speaker else None
     if args.transcript is not None and len(args.transcript) != len(args.clips):
         raise ValueError(f"--transcript was given {len(args.transcript)} times for "

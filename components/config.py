@@ -427,6 +427,9 @@ class InferenceConfig:
     repeat_block: list[int] | None = field(default_factory=lambda: [3, 2])
     """[n, k]: no run of n words of a generated text occurs more than k times (greedy decoding
     with `components.serve.repeat_block`); null: plain greedy decoding."""
+    claim_guard: bool = True
+    """A generated cue claim must agree with the clip's measured levels: the few most likely
+    tokens that would add one that does not are banned (`components.serve.claim_guard`)."""
 
     def __post_init__(self):
         if self.self_correct_rounds < 0:

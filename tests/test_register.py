@@ -342,6 +342,7 @@ def test_first_registration_is_champion_and_challenger(folders, register_params,
     config = mlflow.models.get_model_info(f"models:/{name}@champion").flavors[
         "python_function"]["config"]
     assert config["repeat_block"] == register_params.inference.repeat_block == [3, 2]
+    assert config["claim_guard"] is register_params.inference.claim_guard is True
 
 
 def test_worse_version_is_challenger_only_and_tags_say_why(register_params, tmp_path,

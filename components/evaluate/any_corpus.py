@@ -104,7 +104,7 @@ def evaluate_model_on_corpus(params: Params, model: str, corpus: str, data_dir: 
                                        meta.data_root, params.evaluate.rationale,
                                        params.evaluate.max_new_tokens,
                                        params.evaluate.batch_size, params.base.device,
-                                       params.inference.repeat_block)
+                                       params.inference)
         gold = evaluated[GOLD_COLUMNS]
         cues = load_clip_cues(features, manifest, sorted(set(evaluated["split"])))
         params.evaluate.reference = ""

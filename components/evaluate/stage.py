@@ -305,7 +305,7 @@ def collect_systems(params: Params, rows: pd.DataFrame, evaluated: pd.DataFrame,
         start = time.perf_counter()
         systems[name], model_labels = speechlm_predictions(
             folder, evaluated, frames_dir, data_root, cfg.rationale, cfg.max_new_tokens,
-            cfg.batch_size, params.base.device, params.inference.repeat_block)
+            cfg.batch_size, params.base.device, params.inference)
         if model_labels != labels:
             raise ValueError(f"{folder} was trained on labels {model_labels}, the manifest has "
                              f"{labels}: evaluate it with `emoreason evaluate --model`")

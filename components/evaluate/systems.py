@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from components.audio_io import read_audio
+from components.config import InferenceConfig
 from components.device import resolve_device
 from components.evaluate.baselines import predictions
 from components.paths import resolve_audio_path
@@ -29,27 +30,29 @@ def _audio(rows: pd.DataFrame, data_root: str) -> dict[str, np.ndarray]:
 
 def speechlm_predictions(folder: Path, rows: pd.DataFrame, frames_dir: Path, data_root: str,
                          rationale: bool, max_new_tokens: int, batch_size: int,
-                         device: str = "cpu", repeat_block: list[int] | None = None,
+                         device: str = "cpu", inference: InferenceConfig | None = None,
                          ) -> tuple[pd.DataFrame, list[str]]:
     """(predictions of a model folder on `rows` (manifest + features), its label set), decoded
-    with `repeat_block` (`inference.repeat_block`)."""
+    as `inference` says (its repeat block and claim guard; None: plain greedy)."""
     from components.evaluate.refinement import frame_of
 
     predictor, clips = predictor_clips(folder, rows, frames_dir, data_root, max_new_tokens,
-                                        device, repeat_block)
+                                        device, inference)
     results = predictor.predict_clips(clips, rationale=rationale, batch_size=batch_size,
                                       progress=True)
     return frame_of(results, rows["utt_id"].tolist()), predictor.labels
 
 
 def predictor_clips(folder: Path, rows: pd.DataFrame, frames_dir: Path, data_root: str,
-                     max_new_tokens: int, device: str, repeat_block: list[int] | None = None,
+                     max_new_tokens: int, device: str, inference: InferenceConfig | None = None,
                      ) -> tuple[object, list]:
-    """(the serving predictor of a model folder, its inputs for `rows`)."""
+    """(the serving predictor of a model folder decoding as `inference` says, its inputs for
+    `rows`)."""
     from components.serve.predictor import clips_from_features, frames_of, load_predictor
 
     predictor = load_predictor(folder, max_new_tokens=max_new_tokens, device=device,
-                               repeat_block=repeat_block)
+                               repeat_block=inference.repeat_block if inference else None,
+                               claim_guard=bool(inference and inference.claim_guard))
     ids = rows["utt_id"].tolist()
     frames = frames_of(frames_dir, ids) if predictor.uses_frames else None
     audio = None if predictor.text_only or frames is not None else _audio(rows, data_root)
@@ -64,7 +67,7 @@ def speechlm_refinement(folder: Path, rows: pd.DataFrame, first: pd.DataFrame,
     from components.evaluate.refinement import run_rounds
 
     predictor, clips = predictor_clips(folder, rows, frames_dir, data_root, max_new_tokens,
-                                        device, inference.repeat_block)
+                                        device, inference)
     first = first.set_index("utt_id").loc[rows["utt_id"]].reset_index()
     return run_rounds(predictor, clips, first, inference.instructions, inference.control,
                       inference.self_correct_rounds, batch_size)

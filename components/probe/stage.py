@@ -165,7 +165,7 @@ def run_probe(params: Params, out: Path, model: str | None = None) -> dict:
     _, rows, meta = evaluation_rows(cfg.features, cfg.manifest, cfg.split, cfg.max_clips)
     predictor, clips = predictor_clips(folder, rows, Path(cfg.features).parent / "frames",
                                        meta.data_root, cfg.max_new_tokens, params.base.device,
-                                       params.inference.repeat_block)
+                                       params.inference)
     if predictor.text_only:
         raise ValueError(f"{folder} is a text-only model; the probe reads a SpeechLM")
     result = probe_results(predictor, clips, params.inference.instructions,

@@ -87,7 +87,8 @@ def run_register(params: Params, model_folder: Path | str | None = None,
                           device=params.base.device, self_correct=(
                               inference.instructions[inference.self_correct_instruction],
                               inference.self_correct_rounds),
-                          repeat_block=inference.repeat_block)
+                          repeat_block=inference.repeat_block,
+                          claim_guard=inference.claim_guard)
         version = str(info.registered_model_version)
         client = mlflow.MlflowClient()
         champion_version, champion = current_champion(client, cfg.model_name, cfg.gate_metric)

@@ -34,6 +34,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 from components.device import resolve_device, to_device
 from components.distill.records import LEVEL_FIELDS
 from components.features.prosody import SR
+from components.serve.claim_guard import ClaimGuard, clip_levels
 from components.serve.repeat_block import RepeatBlock, word_ids
 from components.speechlm.encoders import collate_frames, n_audio_tokens
 from components.speechlm.formats import (
@@ -130,11 +131,14 @@ def padded_positions(mask: torch.Tensor) -> torch.Tensor:
 class Predictor:
     def __init__(self, model, tokenizer, task: dict, folder: Path, max_new_tokens: int = 96,
                  self_correct: tuple[str, int] | None = None,
-                 repeat_block: tuple[int, int] | None = None):
+                 repeat_block: tuple[int, int] | None = None, claim_guard: bool = False):
         self.model, self.tokenizer, self.task = model.eval(), tokenizer, task
         self.repeat_block = repeat_block
         """(n, max_repeats): no run of n words of a generated text occurs more than max_repeats
         times (`components.serve.repeat_block`); None: plain greedy decoding."""
+        self.claim_guard = claim_guard
+        """Generated cue claims must agree with the clip's measured levels
+        (`components.serve.claim_guard`)."""
         self.refinement = self_correct if self_correct and self_correct[1] > 0 else None
         """(follow-up instruction, rounds): `predict_clips` answers with the last round's
         answer (see `self_correct`); None: the first answer."""
@@ -333,7 +337,7 @@ class Predictor:
     @torch.no_grad()
     def _score_and_generate(self, prompts: list[list[int]], audio: dict,
                             continuations: list[tuple[list[int], list[list[int]]]],
-                            ) -> tuple[np.ndarray, list[str]]:
+                            clips: list[ClipInput]) -> tuple[np.ndarray, list[str]]:
         """([B, labels] probabilities, the text generated after each chosen label) from one
         `generate` call on the prompts and the shared text: its first step may only pick a
         label's token, and the raw logits of that step are the scores (`_score`'s one-token
@@ -356,28 +360,35 @@ class Predictor:
                                   max_new_tokens=self.max_new_tokens + 1, do_sample=False,
                                   pad_token_id=self.tokenizer.pad_token_id,
                                   logits_processor=LogitsProcessorList(
-                                      [LabelFirst(), *self._repeat_block(ids)]),
+                                      [LabelFirst(), *self._processors(ids, clips)]),
                                   output_logits=True, return_dict_in_generate=True)
         texts = self.tokenizer.batch_decode(out.sequences[:, ids.shape[1] + 1:],
                                             skip_special_tokens=True)
         return self._one_token_probabilities(out.logits[0], continuations), texts
 
     @torch.no_grad()
-    def _generate(self, rows: list[list[int]], audio: dict) -> list[str]:
+    def _generate(self, rows: list[list[int]], audio: dict, clips: list[ClipInput]) -> list[str]:
         ids, mask = left_pad(rows, self.tokenizer.pad_token_id, self.device)
         out = self.model.generate(input_ids=ids, attention_mask=mask, **audio,
                                   max_new_tokens=self.max_new_tokens, do_sample=False,
                                   pad_token_id=self.tokenizer.pad_token_id,
-                                  logits_processor=LogitsProcessorList(self._repeat_block(ids)))
+                                  logits_processor=LogitsProcessorList(
+                                      self._processors(ids, clips)))
         return self.tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
 
-    def _repeat_block(self, ids: torch.Tensor) -> list:
-        """The repeat block's logits processor for prompts `ids` (left-padded), or none."""
-        if self.repeat_block is None:
-            return []
-        if self._words is None:
-            self._words = word_ids(self.tokenizer)
-        return [RepeatBlock(*self.repeat_block, prompt_len=ids.shape[1], words=self._words)]
+    def _processors(self, ids: torch.Tensor, clips: list[ClipInput]) -> list:
+        """The decoding's logits processors for prompts `ids` (left-padded) of `clips`: the
+        repeat block, then the claim guard (each when set)."""
+        out: list = []
+        if self.repeat_block is not None:
+            if self._words is None:
+                self._words = word_ids(self.tokenizer)
+            out.append(RepeatBlock(*self.repeat_block, prompt_len=ids.shape[1],
+                                   words=self._words))
+        if self.claim_guard:
+            out.append(ClaimGuard(self.tokenizer, [clip_levels(c.cues) for c in clips],
+                                  prompt_len=ids.shape[1]))
+        return out
 
     # ------------------------------------------------------------------ prediction
     def _predict_batch(self, clips: list[ClipInput], rationale: bool,
@@ -388,7 +399,7 @@ class Predictor:
         transcripts: list[str | None] = [None] * len(clips)
         reasons: list[str | None] = [None] * len(clips)
         if not label_first and (rationale or self.source == "model"):
-            texts = self._generate(prompts, audio)
+            texts = self._generate(prompts, audio, clips)
             parsed = [parse_output(t, self.fmt, self.labels) for t in texts]
             transcripts = [p["transcript"] or "" for p in parsed]
             reasons = [p["rationale"] for p in parsed]
@@ -396,7 +407,7 @@ class Predictor:
         fused = label_first and rationale and self.score_in_generate and \
             one_token_labels(continuations)
         if fused:
-            probs, after = self._score_and_generate(prompts, audio, continuations)
+            probs, after = self._score_and_generate(prompts, audio, continuations, clips)
         else:
             probs = self._score(prompts, audio, continuations)
         chosen = [self.labels[int(i)] for i in probs.argmax(1)]
@@ -407,7 +418,8 @@ class Predictor:
             elif rationale:
                 rows = [p + self.tokenizer(heads[label], add_special_tokens=False)["input_ids"]
                         for p, label in zip(prompts, chosen)]
-                texts = [heads[label] + t for label, t in zip(chosen, self._generate(rows, audio))]
+                after = self._generate(rows, audio, clips)
+                texts = [heads[label] + t for label, t in zip(chosen, after)]
             else:
                 texts = [heads[label] for label in chosen]
         results = []
@@ -511,12 +523,13 @@ def cast_for_serving(model, dtype: str):
 def load_predictor(folder: Path | str, max_new_tokens: int = 96,
                    dtype: str = "float32", device: str = "cpu",
                    self_correct: tuple[str, int] | None = None,
-                   repeat_block: Sequence[int] | None = None) -> Predictor:
+                   repeat_block: Sequence[int] | None = None,
+                   claim_guard: bool = False) -> Predictor:
     """A Predictor for a model folder written by `emoreason sft`, `emoreason zeroshot` or
     `emoreason model export`, with its weights in `dtype` (see `cast_for_serving`) on `device`
     (a `base.device` name, see `components.device.resolve_device`); `self_correct`:
     (instruction, rounds) of refinement after the first answer; `repeat_block`: (n, k) of
-    `inference.repeat_block`."""
+    `inference.repeat_block`; `claim_guard`: `inference.claim_guard`."""
     from components.speechlm.io import load_speechlm
 
     folder = Path(folder)
@@ -531,7 +544,7 @@ def load_predictor(folder: Path | str, max_new_tokens: int = 96,
     model, tokenizer = load_speechlm(folder)
     model = cast_for_serving(model, dtype).to(where)
     return Predictor(model, tokenizer, json.loads(task_path.read_text()), folder, max_new_tokens,
-                     self_correct, tuple(repeat_block) if repeat_block else None)
+                     self_correct, tuple(repeat_block) if repeat_block else None, claim_guard)
 
 
 def frames_of(frames_dir: Path | str, utt_ids: list[str]) -> dict[str, np.ndarray]:

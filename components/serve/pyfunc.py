@@ -101,7 +101,8 @@ class EmoReasonModel(mlflow.pyfunc.PythonModel):
     (a `base.device` name; default cpu, as models logged before it was a setting ran),
     `self_correct_rounds` and `self_correct_instruction` (refinement after the first answer,
     `inference.*`; default 0: off), `repeat_block` ([n, k] of `inference.repeat_block`;
-    default none: plain greedy decoding)."""
+    default none: plain greedy decoding) and `claim_guard` (`inference.claim_guard`; default
+    false)."""
 
     def load_context(self, context) -> None:
         from components.serve.predictor import load_predictor
@@ -117,7 +118,8 @@ class EmoReasonModel(mlflow.pyfunc.PythonModel):
                                         self_correct=(
                                             str(config.get("self_correct_instruction", "")),
                                             int(config.get("self_correct_rounds", 0))),
-                                        repeat_block=config.get("repeat_block"))
+                                        repeat_block=config.get("repeat_block"),
+                                        claim_guard=bool(config.get("claim_guard", False)))
 
     def predict(self, context, model_input: pd.DataFrame,
                 params: dict[str, Any] | None = None) -> pd.DataFrame:
@@ -228,11 +230,11 @@ def log_pyfunc(model_folder: Path | str, artifact_name: str = "model",
                registered_model_name: str | None = None, max_duration_s: float = 60.0,
                batch_size: int = 8, dtype: str = "float32", device: str = "cpu",
                self_correct: tuple[str, int] = ("", 0),
-               repeat_block: list[int] | None = None):
+               repeat_block: list[int] | None = None, claim_guard: bool = False):
     """Log the model folder as a pyfunc in the active MLflow run (registering it under
     `registered_model_name` when given); returns the ModelInfo. `dtype`, `device`,
-    `self_correct` (instruction, rounds) and `repeat_block` go into the model config (see
-    `EmoReasonModel`).
+    `self_correct` (instruction, rounds), `repeat_block` and `claim_guard` go into the model
+    config (see `EmoReasonModel`).
 
     The logged model is checked first: it answers the input example in-process (and MLflow
     answers it again from the saved copy), and a model that cannot answer its own example
@@ -245,7 +247,8 @@ def log_pyfunc(model_folder: Path | str, artifact_name: str = "model",
               "allow_paths": False, "dtype": dtype, "device": device,
               "self_correct_instruction": self_correct[0],
               "self_correct_rounds": int(self_correct[1]),
-              "repeat_block": list(repeat_block) if repeat_block else None}
+              "repeat_block": list(repeat_block) if repeat_block else None,
+              "claim_guard": bool(claim_guard)}
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         staged = _stage_model(model_folder, tmp_path)
