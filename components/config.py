@@ -412,9 +412,9 @@ tokens), so a change it causes is the effect of any follow-up turn, not of a cor
 
 @dataclass
 class InferenceConfig:
-    """How answers are decoded (`repeat_block`) and self-correction at inference (arXiv
-    2505.11924): after its first answer the model is shown its answer and a follow-up
-    instruction and may revise label and rationale, K times."""
+    """How answers are decoded (`repeat_block`, `claim_guard`) and self-correction at
+    inference (arXiv 2505.11924): after its first answer the model is shown its answer and a
+    follow-up instruction and may revise label and rationale, K times."""
     self_correct_rounds: int = 0
     """Refinement rounds after the first answer; 0 = off."""
     self_correct_instruction: str = "evidence"
