@@ -32,6 +32,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 
+from components.serve.torch_thread import on_torch_thread
+
 OUTPUT_COLUMNS = ("transcript", "label", "probabilities", "rationale", "cues", "well_formed",
                   "flags", "error")
 SERVING_REQUIREMENTS = (
@@ -111,15 +113,14 @@ class EmoReasonModel(mlflow.pyfunc.PythonModel):
         self.max_duration_s = float(config.get("max_duration_s", 60.0))
         self.batch_size = int(config.get("batch_size", 8))
         self.allow_paths = bool(config.get("allow_paths", False))
-        self.predictor = load_predictor(Path(context.artifacts["model"]),
-                                        max_new_tokens=int(config.get("max_new_tokens", 96)),
-                                        dtype=str(config.get("dtype", "float32")),
-                                        device=str(config.get("device", "cpu")),
-                                        self_correct=(
-                                            str(config.get("self_correct_instruction", "")),
-                                            int(config.get("self_correct_rounds", 0))),
-                                        repeat_block=config.get("repeat_block"),
-                                        claim_guard=bool(config.get("claim_guard", False)))
+        self.predictor = on_torch_thread(  # see components.serve.torch_thread
+            load_predictor, Path(context.artifacts["model"]),
+            max_new_tokens=int(config.get("max_new_tokens", 96)),
+            dtype=str(config.get("dtype", "float32")), device=str(config.get("device", "cpu")),
+            self_correct=(str(config.get("self_correct_instruction", "")),
+                          int(config.get("self_correct_rounds", 0))),
+            repeat_block=config.get("repeat_block"),
+            claim_guard=bool(config.get("claim_guard", False)))
 
     def predict(self, context, model_input: pd.DataFrame,
                 params: dict[str, Any] | None = None) -> pd.DataFrame:
@@ -134,8 +135,9 @@ class EmoReasonModel(mlflow.pyfunc.PythonModel):
              for v in (model_input[column].tolist() if column in model_input
                        else [None] * len(values))]
             for column in ("speaker", "transcript"))
-        rows = answer_rows(self.predictor, values, speakers, rationale, self.max_duration_s,
-                           self.batch_size, self.allow_paths, transcripts)
+        rows = on_torch_thread(answer_rows, self.predictor, values, speakers, rationale,
+                               self.max_duration_s, self.batch_size, self.allow_paths,
+                               transcripts)
         return pd.DataFrame([{  # object columns: a missing value stays None (JSON null)
             "transcript": row["transcript"], "label": row["label"],
             "probabilities": _as_json(row["probabilities"]), "rationale": row["rationale"],
