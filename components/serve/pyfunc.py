@@ -253,7 +253,7 @@ def log_pyfunc(model_folder: Path | str, artifact_name: str = "model",
               "claim_guard": bool(claim_guard)}
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        staged = _stage_model(model_folder, tmp_path)
+        staged = on_torch_thread(_stage_model, model_folder, tmp_path)  # the merge is torch work
         model = EmoReasonModel()
         example = input_example()
         model.load_context(mlflow.pyfunc.PythonModelContext({"model": str(staged)}, config))
