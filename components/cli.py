@@ -106,8 +106,9 @@ def cmd_sft(args: argparse.Namespace, params: Params) -> None:
     cfg = params.sft
     if args.max_steps:
         cfg.max_steps = args.max_steps
-    if args.no_perception:
+    if args.no_perception:  # the tasks, and the level tokens their heads feed
         cfg.perception_ratio = 0.0
+        cfg.level_evidence = False
     if args.no_prosody_token:
         cfg.prosody_token = False
     train_sft(params, Path(args.out or cfg.out))

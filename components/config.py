@@ -262,6 +262,11 @@ class SFTConfig:
     the prosody token) of the speaker-normalised eGeMAPS logistic regression, as a mix of the
     label words' embeddings (`components.speechlm.evidence`): an ensemble, reported as one.
     Needs the encoder warm-up (`encoder_pretrain_epochs` > 0)."""
+    level_evidence: bool = True
+    """One more soft token per perception task (pitch, energy, rate, intonation): the warm-up's
+    level head and an eGeMAPS logistic regression on the level, as a mix of the level words'
+    embeddings. The perception answers' way to the LM; needs the warm-up and the perception
+    tasks (`perception_ratio` > 0) that train the heads."""
     prosody_caption: bool = True
     """The clip's prosody caption (its measured pitch, range, intonation, energy, rate and pauses
     in words) in SER prompts: the rationale's cue claims can then follow the measurement
@@ -322,6 +327,10 @@ class SFTConfig:
         if self.evidence_token and self.encoder_pretrain_epochs <= 0:
             raise ValueError("sft.evidence_token needs the encoder warm-up that trains its head: "
                              "set sft.encoder_pretrain_epochs > 0 or sft.evidence_token: false")
+        if self.level_evidence and (self.encoder_pretrain_epochs <= 0 or self.perception_ratio <= 0):
+            raise ValueError("sft.level_evidence needs the encoder warm-up and the perception tasks "
+                             "that train its level heads: set sft.encoder_pretrain_epochs > 0 and "
+                             "sft.perception_ratio > 0, or sft.level_evidence: false")
 
 
 @dataclass

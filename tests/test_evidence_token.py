@@ -1,7 +1,9 @@
 """The evidence token: the classifiers' probabilities reach the LM as a mix of the label words'
 embeddings, the folded logistic regression equals scikit-learn's, and the token is saved,
-frozen and counted in the placeholders; tiny random models, CPU, offline."""
+frozen and counted in the placeholders; the level evidence tokens likewise over the level
+words, their regressions fitted on the measured levels; tiny random models, CPU, offline."""
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from safetensors import safe_open
@@ -15,6 +17,7 @@ from components.speechlm.evidence import (
     set_label_embeddings,
     set_prosody_classifier,
 )
+from components.speechlm.evidence_fit import prepare_level_evidence
 from components.speechlm.io import build_speechlm, load_speechlm, save_speechlm
 from tests.tiny_models import TINY_SPEECHLM, save_tiny_lm
 
@@ -103,7 +106,87 @@ def test_evidence_is_frozen_counted_saved_and_loaded(model_and_tokenizer, tiny_l
                                    model.eval().model.encode_audio(values, mask, prosody)[0])
 
 
-def test_evidence_token_needs_the_warm_up():
+def test_evidence_tokens_need_the_warm_up_and_the_perception_tasks():
     with pytest.raises(ValueError, match="encoder_pretrain_epochs"):
-        SFTConfig(evidence_token=True, encoder_pretrain_epochs=0)
-    SFTConfig(evidence_token=False, encoder_pretrain_epochs=0)
+        SFTConfig(evidence_token=True, level_evidence=False, encoder_pretrain_epochs=0)
+    with pytest.raises(ValueError, match="level_evidence"):
+        SFTConfig(evidence_token=False, level_evidence=True, encoder_pretrain_epochs=0)
+    with pytest.raises(ValueError, match="perception_ratio"):
+        SFTConfig(level_evidence=True, perception_ratio=0.0)
+    SFTConfig(evidence_token=False, level_evidence=False, encoder_pretrain_epochs=0,
+              perception_ratio=0.0)
+
+
+def test_level_tokens_come_after_the_evidence_token_and_are_saved(tiny_lm, tmp_path, monkeypatch):
+    monkeypatch.setattr(speechlm_io, "resolve_model", lambda name: str(tiny_lm) if name == TINY_NAME else name)
+    torch.manual_seed(4)
+    model, tokenizer = build_speechlm(TINY_NAME, prosody_dim=6, evidence_classes=len(LABELS),
+                                      level_evidence={"pitch": 3, "rate": 3}, **TINY_SPEECHLM)
+    plain, _ = build_speechlm(TINY_NAME, prosody_dim=6, evidence_classes=len(LABELS), **TINY_SPEECHLM)
+    assert model.n_audio_tokens(120) == plain.n_audio_tokens(120) + 2
+    tokens = model.model.level_evidence
+    set_label_embeddings(tokens["pitch"], model.get_input_embeddings(), tokenizer, ["low", "normal", "high"])
+    set_label_embeddings(tokens["rate"], model.get_input_embeddings(), tokenizer, ["slow", "normal", "fast"])
+    with torch.no_grad():  # pitch sure of "high", rate sure of "slow"
+        for task, sure in (("pitch", 2), ("rate", 0)):
+            for layer in (tokens[task].head, tokens[task].prosody_classifier):
+                layer.weight.zero_()
+                layer.bias.fill_(0.0)
+                layer.bias[sure] = 40.0
+    model.set_trainable()
+    assert not any(p.requires_grad for p in tokens.parameters())
+    model.eval()
+    values, mask = collate_frames([torch.randn(120, 83)])
+    prosody = torch.randn(1, 6)
+    with torch.no_grad():
+        soft, _ = model.model.encode_audio(values, mask, prosody)
+        prosody_token = model.model.prosody_projector(prosody)
+    high = model.get_input_embeddings().weight[tokenizer(" high", add_special_tokens=False)["input_ids"]].mean(0)
+    torch.testing.assert_close(soft[0, 1], high, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(soft[0, 2], tokens["rate"].label_embeddings[0], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(soft[0, 3], prosody_token[0])
+    folder = save_speechlm(model, tokenizer, tmp_path / "m")
+    loaded, _ = load_speechlm(folder)
+    assert loaded.config.level_evidence == {"pitch": 3, "rate": 3}
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model.encode_audio(values, mask, prosody)[0], soft)
+
+
+def _level_clips(n: int, seed: int, rate: str | None = None) -> pd.DataFrame:
+    """Clips whose measured rate follows the first eGeMAPS feature (unless fixed to `rate`)."""
+    rng = np.random.default_rng(seed)
+    raw = rng.normal(size=(n, 6)) + 5
+    measured = np.where(raw[:, 0] < 4.6, "slow", np.where(raw[:, 0] > 5.4, "fast", "normal"))
+    return pd.DataFrame({"utt_id": [f"{seed}-{i}" for i in range(n)], "egemaps": list(raw),
+                         "egemaps_spknorm": list(raw - 5),
+                         "rate_level": [rate or m for m in measured]})
+
+
+def _ser(features: pd.DataFrame) -> list[dict]:
+    return [{"utt_id": u, "label": "neutral", "task": "ser"} for u in features["utt_id"]]
+
+
+@pytest.mark.parametrize("constant", [False, True])
+def test_level_regression_is_fitted_on_the_measured_levels(tiny_lm, monkeypatch, constant):
+    monkeypatch.setattr(speechlm_io, "resolve_model", lambda name: str(tiny_lm) if name == TINY_NAME else name)
+    model, tokenizer = build_speechlm(TINY_NAME, prosody_dim=6, level_evidence={"rate": 3},
+                                      **TINY_SPEECHLM)
+    train = _level_clips(90, 0, rate="slow" if constant else None)
+    dev = _level_clips(40, 1)
+    features = pd.concat([train, dev], ignore_index=True)
+    stats = {"mean": np.mean(np.stack(train["egemaps"]), 0).tolist(),
+             "std": np.std(np.stack(train["egemaps"]), 0).tolist()}
+    logged = prepare_level_evidence(model, tokenizer, features, _ser(train), _ser(dev), stats,
+                                    [0.01, 1.0], seed=0)
+    token = model.model.level_evidence["rate"]
+    ids = tokenizer(" fast", add_special_tokens=False)["input_ids"]
+    torch.testing.assert_close(token.label_embeddings[2], model.get_input_embeddings().weight[ids].mean(0))
+    with torch.no_grad():
+        predicted = token.prosody_classifier(
+            torch.as_tensor(np.stack(dev["egemaps_spknorm"]), dtype=torch.float32)).argmax(-1)
+    said = [["slow", "normal", "fast"][i] for i in predicted.tolist()]
+    if constant:  # one level in train: the regression can only say it
+        assert logged == {} and set(said) == {"slow"}
+    else:
+        assert logged["level_lr_rate_C"] in (0.01, 1.0) and logged["level_lr_rate_dev_accuracy"] >= 0.8
+        assert np.mean(np.array(said) == dev["rate_level"].to_numpy()) >= 0.8

@@ -5,6 +5,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from components.speechlm.config import SpeechLMConfig
 from components.speechlm.encoders import FramesEncoder, collate_frames
@@ -28,13 +29,15 @@ def toy_clips(n_per_label: int, seed: int):
     return frames, clips
 
 
-def tiny_model(evidence: bool = False):
+def tiny_model(evidence: bool = False, level_tasks: tuple[str, ...] = ()):
     torch.manual_seed(0)
     config = SpeechLMConfig(text_config={"model_type": "llama"}, encoder_dim=32, encoder_heads=2,
                             encoder_layers=1, encoder_dropout=0.0)
     return SimpleNamespace(model=SimpleNamespace(
         audio_encoder=FramesEncoder(config), prosody_projector=None, config=config,
-        evidence=EvidenceToken(32, 0, len(LABELS), 8) if evidence else None))
+        evidence=EvidenceToken(32, 0, len(LABELS), 8) if evidence else None,
+        level_evidence=nn.ModuleDict({t: EvidenceToken(32, 0, 3, 8) for t in level_tasks})
+        if level_tasks else None))
 
 
 def batches_of(frames):
@@ -159,3 +162,34 @@ def test_the_warmed_up_emotion_head_becomes_the_evidence_tokens_head():
         probs = evidence.probabilities(frames_out, mask, None, None)
     predicted = [LABELS[i] for i in probs.argmax(-1).tolist()]
     assert sum(p == y for p, (_, y) in zip(predicted, dev)) / len(dev) >= 0.9
+
+
+PITCH_OF = {"neutral": "normal", "angry": "high", "sad": "low"}
+
+
+def test_the_warmed_up_level_heads_become_the_level_evidence_tokens_heads():
+    frames, train = toy_clips(12, seed=1)
+    dev_frames, dev = toy_clips(4, seed=2)
+    levels = {"pitch": {u: PITCH_OF[y] for u, y in train + dev}}
+    model = tiny_model(level_tasks=("pitch",))
+    token = model.model.level_evidence["pitch"]
+    before = token.head.weight.detach().clone()
+    pretrain_encoder(model, batches_of(frames | dev_frames), train, dev, LABELS, epochs=6,
+                     learning_rate=3e-3, batch_size=8, levels=levels)
+    assert not torch.equal(before, token.head.weight)
+    inputs, _ = batches_of(dev_frames)([u for u, _ in dev])
+    model.model.audio_encoder.eval()
+    with torch.no_grad():
+        frames_out, mask = model.model.audio_encoder(inputs["audio_values"], inputs["audio_mask"])
+        probs = token.probabilities(frames_out, mask, None, None)
+    answers = ["low", "normal", "high"]
+    predicted = [answers[i] for i in probs.argmax(-1).tolist()]
+    assert sum(p == PITCH_OF[y] for p, (_, y) in zip(predicted, dev)) / len(dev) >= 0.9
+
+
+def test_level_evidence_without_measured_levels_is_refused():
+    frames, train = toy_clips(4, seed=1)
+    model = tiny_model(level_tasks=("pitch", "rate"))
+    with pytest.raises(ValueError, match=r"\['pitch', 'rate'\].*levels"):
+        pretrain_encoder(model, batches_of(frames), train, [], LABELS, epochs=1,
+                         learning_rate=1e-3, levels={})

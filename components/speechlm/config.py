@@ -42,6 +42,9 @@ class SpeechLMConfig(PretrainedConfig):
         the others: the encoder head's and, with a prosody token, the eGeMAPS logistic
         regression's mean probabilities over the label words' embeddings, see
         `components.speechlm.evidence`); 0: none.
+    level_evidence: perception task -> number of its levels (pitch: 3, ..., intonation: 6):
+        one more soft token per task after the evidence token, built the same way over the
+        level words (the warm-up's level head and an eGeMAPS logistic regression); None: none.
     train_pretrained_encoder: fine-tune a pretrained (Whisper) encoder instead of freezing it.
     encoder_lora_r: LoRA rank on a pretrained (Whisper) encoder's attention projections (alpha
         2r, dropout lora_dropout): the encoder is adapted, its own weights stay frozen; 0: none.
@@ -77,6 +80,7 @@ class SpeechLMConfig(PretrainedConfig):
     spec_feature_width: int = 8
     prosody_dim: int = 0
     evidence_classes: int = 0
+    level_evidence: dict | None = None
     train_pretrained_encoder: bool = False
     encoder_lora_r: int = 0
     whisper_config: dict | None = None
@@ -120,6 +124,8 @@ class SpeechLMConfig(PretrainedConfig):
             raise ValueError(f"prosody_dim must be >= 0, got {self.prosody_dim}")
         if self.evidence_classes < 0:
             raise ValueError(f"evidence_classes must be >= 0, got {self.evidence_classes}")
+        if any(not isinstance(n, int) or n < 2 for n in (self.level_evidence or {}).values()):
+            raise ValueError(f"level_evidence needs at least 2 levels per task, got {self.level_evidence}")
         if self.encoder_dim % self.encoder_heads:
             raise ValueError(f"encoder_dim {self.encoder_dim} is not divisible by encoder_heads {self.encoder_heads}")
         for name in ("encoder_dropout", "audio_dropout", "lora_dropout"):

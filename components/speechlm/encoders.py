@@ -247,7 +247,8 @@ def n_audio_tokens(config: SpeechLMConfig, n_frames: int) -> int:
     if n_frames < 0:
         raise ValueError(f"n_frames must be >= 0, got {n_frames}")
     return math.ceil(encoder_class(config).output_frames(int(n_frames)) / stack_size(config)) \
-        + (1 if config.prosody_dim else 0) + (1 if config.evidence_classes else 0)
+        + (1 if config.prosody_dim else 0) + (1 if config.evidence_classes else 0) \
+        + len(config.level_evidence or {})
 
 
 def build_audio_encoder(config: SpeechLMConfig, pretrained: nn.Module | None = None) -> AudioEncoder:

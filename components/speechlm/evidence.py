@@ -11,6 +11,11 @@ embeddings, with the probabilities the average of
   scaler folded into one linear layer so the model folder holds it as weights.
 The LM still chooses the label, and writes the rationale, from everything it reads; the token
 is a fair ensemble only when reported as one (`sft.evidence_token`).
+
+Level evidence tokens (`sft.level_evidence`) are the same module over a perception task's level
+words ("slow", "normal", "fast"): the warm-up's level head and an eGeMAPS regression on the
+level. On unseen RAVDESS actors the LM answered rate and intonation questions below the best
+constant answer while those heads were above it: the LM did not read them off the frames.
 """
 from __future__ import annotations
 
@@ -80,3 +85,13 @@ def set_prosody_classifier(evidence: EvidenceToken, pipeline, labels: list[str])
         layer.weight[labels.index(name)] = torch.as_tensor(coef[j], dtype=layer.weight.dtype,
                                                             device=layer.weight.device)
         layer.bias[labels.index(name)] = float(intercept[j])
+
+
+@torch.no_grad()
+def set_constant_classifier(evidence: EvidenceToken, labels: list[str], label: str) -> None:
+    """A prosody classifier that always says `label`: what a regression fitted on train clips
+    that all have one label would say (scikit-learn refuses to fit one class)."""
+    layer = evidence.prosody_classifier
+    layer.weight.zero_()
+    layer.bias.fill_(ABSENT_LOGIT)
+    layer.bias[labels.index(label)] = 0.0

@@ -3,7 +3,7 @@
 A saved folder (safetensors and JSON only, nothing pickled):
 - config.json: the SpeechLMConfig, with the LM named as configured (e.g. `bundled:...`) and its config;
 - generation_config.json and the tokenizer files (with the audio placeholder token);
-- audio.safetensors: projector weights (the prosody projector's and the evidence token's too), and the encoder's unless it
+- audio.safetensors: projector weights (the prosody projector's and the evidence tokens' too), and the encoder's unless it
   is a frozen pretrained encoder (then it is reloaded from its source, which the config names,
   and only its LoRA weights are stored when `encoder_lora_r` adapts it);
 - adapter_config.json + adapter_model.safetensors: the LoRA adapter (PEFT's file names);
@@ -152,8 +152,9 @@ def save_speechlm(model: SpeechLMForCausalLM, tokenizer: PreTrainedTokenizerBase
     modules = {"projector": model.model.projector}
     if model.model.prosody_projector is not None:
         modules["prosody_projector"] = model.model.prosody_projector
-    if model.model.evidence is not None:
-        modules["evidence"] = model.model.evidence
+    for name in ("evidence", "level_evidence"):
+        if getattr(model.model, name) is not None:
+            modules[name] = getattr(model.model, name)
     modules["audio_encoder"] = model.model.audio_encoder
     # A frozen pretrained encoder is reloaded from its source: only its LoRA weights, if any.
     tensors = {f"{prefix}.{k}": v.detach().contiguous().clone()
@@ -213,7 +214,7 @@ def load_speechlm(folder: str | Path, padding_side: str = "left",
         pretrained_encoder = _load_whisper(config.whisper_source)[0]
     model = SpeechLMForCausalLM(config, lm=lm, audio_encoder=pretrained_encoder)
     result = model.model.load_state_dict(audio_state, strict=False)
-    expected = ("projector.", "prosody_projector.", "evidence.") + (() if pretrained_encoder is not None else ("audio_encoder.",))
+    expected = ("projector.", "prosody_projector.", "evidence.", "level_evidence.") + (() if pretrained_encoder is not None else ("audio_encoder.",))
     missing = [k for k in result.missing_keys if k.startswith(expected)
                or (k.startswith("audio_encoder.") and "lora_" in k)]
     if missing or result.unexpected_keys:

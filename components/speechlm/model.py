@@ -80,6 +80,16 @@ def build_evidence_token(config: SpeechLMConfig, encoder_dim: int) -> EvidenceTo
                          config.evidence_classes, hidden)
 
 
+def build_level_evidence(config: SpeechLMConfig, encoder_dim: int) -> nn.ModuleDict | None:
+    """One evidence token per perception task, over its level words (None without them)."""
+    if not config.level_evidence:
+        return None
+    hidden = config.text_config.hidden_size
+    return nn.ModuleDict({task: EvidenceToken(encoder_dim + (hidden if config.prosody_dim else 0),
+                                              config.prosody_dim, n_levels, hidden)
+                          for task, n_levels in config.level_evidence.items()})
+
+
 class SpeechLMModel(SpeechLMPreTrainedModel):
     """The backbone: audio encoder, projector and the LM's base model (no LM head)."""
 
@@ -93,6 +103,7 @@ class SpeechLMModel(SpeechLMPreTrainedModel):
         )
         self.prosody_projector = build_prosody_projector(config)
         self.evidence = build_evidence_token(config, self.audio_encoder.output_dim)
+        self.level_evidence = build_level_evidence(config, self.audio_encoder.output_dim)
         if language_model is None:
             language_model = AutoModel.from_config(config.text_config)
         self.language_model = language_model
@@ -107,8 +118,9 @@ class SpeechLMModel(SpeechLMPreTrainedModel):
     def encode_audio(self, audio_values: torch.Tensor, audio_mask: torch.Tensor | None = None,
                      prosody_values: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Soft tokens [B, N, hidden] and their validity mask [B, N] (valid tokens first): the
-        evidence token when the model has one, the prosody vector's token when it has a
-        prosody projector, then the clip's frames."""
+        evidence token when the model has one, the level evidence tokens (one per perception
+        task) when it has them, the prosody vector's token when it has a prosody projector, then
+        the clip's frames."""
         if audio_mask is None:
             n = audio_values.shape[1] if not self.config.is_whisper else audio_values.shape[-1]
             audio_mask = torch.ones(audio_values.shape[0], n, dtype=torch.bool, device=audio_values.device)
@@ -125,9 +137,10 @@ class SpeechLMModel(SpeechLMPreTrainedModel):
                                  f"(speaker-normalised eGeMAPS), got {got}")
             prosody_values = prosody_values.to(device=soft.device, dtype=soft.dtype)
             prosody_token = self.prosody_projector(prosody_values)
-        first = [] if prosody_token is None else [prosody_token]
-        if self.evidence is not None:
-            first.insert(0, self.evidence(frames, frame_mask, prosody_token, prosody_values).to(soft.dtype))
+        tokens = [] if self.evidence is None else [self.evidence]
+        tokens += [] if self.level_evidence is None else list(self.level_evidence.values())
+        first = [token(frames, frame_mask, prosody_token, prosody_values).to(soft.dtype)
+                 for token in tokens] + ([] if prosody_token is None else [prosody_token])
         if not first:
             return soft, soft_mask
         return (torch.cat([torch.stack(first, 1), soft], 1),
@@ -304,7 +317,7 @@ class SpeechLMForCausalLM(SpeechLMPreTrainedModel, GenerationMixin):
         return any("lora_" in name for name, _ in self.model.language_model.named_parameters())
 
     def set_trainable(self) -> None:
-        """Freeze the LM (LoRA weights excepted), the head and the evidence token's classifiers;
+        """Freeze the LM (LoRA weights excepted), the head and the evidence tokens' classifiers;
         train the projector, and the encoder unless it is a pretrained one that the config keeps
         frozen (LoRA weights excepted)."""
         for name, param in self.model.language_model.named_parameters():
@@ -313,8 +326,9 @@ class SpeechLMForCausalLM(SpeechLMPreTrainedModel, GenerationMixin):
         self.model.projector.requires_grad_(True)
         if self.model.prosody_projector is not None:
             self.model.prosody_projector.requires_grad_(True)
-        if self.model.evidence is not None:  # fixed classifiers: the LM learns to read them
-            self.model.evidence.requires_grad_(False)
+        for fixed in (self.model.evidence, self.model.level_evidence):
+            if fixed is not None:  # fixed classifiers: the LM learns to read them
+                fixed.requires_grad_(False)
         train_all = not self.config.is_whisper or self.config.train_pretrained_encoder
         for name, param in self.model.audio_encoder.named_parameters():
             param.requires_grad_(train_all or "lora_" in name)

@@ -101,16 +101,21 @@ def pretrain_encoder(model, batches: Callable, train: list[tuple[str, str]],
     task); `log(metrics, epoch)` is called after every epoch (MLflow, progress).
     `classifier_out`: a folder to keep the warmed-up encoder with its emotion head in
     (`CLASSIFIER_FILE`), the `encoder` baseline of evaluation.
-    With an evidence token the emotion head is copied into it (a frozen pretrained encoder
-    then still trains the heads and the prosody projector).
+    With an evidence token the emotion head is copied into it, and with level evidence tokens
+    each level head into its task's (a frozen pretrained encoder then still trains the heads
+    and the prosody projector).
     `keep_best`: end with the epoch of the best dev emotion accuracy (the earliest of equals)
     instead of the last; its metrics are returned, with `pretrain_best_epoch`.
     """
     backbone = model.model
     modules = _warmed_modules(backbone)
     trainable = any(p.requires_grad for p in backbone.audio_encoder.parameters())
-    if epochs <= 0 or (not trainable and backbone.evidence is None):
+    if epochs <= 0 or (not trainable and backbone.evidence is None
+                        and backbone.level_evidence is None):
         return {}
+    if missing := sorted(set(backbone.level_evidence or {}) - set(levels or {})):
+        raise ValueError(f"the level evidence tokens of {missing} need their measured levels "
+                         "to warm up their heads (pass levels)")
     if not train:
         raise ValueError("encoder pretraining needs labelled train clips")
     index = {label: i for i, label in enumerate(label_set)}
@@ -177,6 +182,8 @@ def pretrain_encoder(model, batches: Callable, train: list[tuple[str, str]],
               f"{best[0]:.3f})", flush=True)
     if backbone.evidence is not None:  # the emotion head reads on, frozen, in the evidence token
         backbone.evidence.head.load_state_dict(heads["emotion"].state_dict())
+    for task, token in (backbone.level_evidence or {}).items():  # and each level head in its own
+        token.head.load_state_dict(heads[task].state_dict())
     if classifier_out is not None:
         save_classifier(Path(classifier_out), backbone, heads["emotion"], label_set)
     for module in modules:

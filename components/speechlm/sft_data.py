@@ -263,6 +263,11 @@ def build_sft_examples(features: pd.DataFrame, manifest: pd.DataFrame, rationale
     return examples
 
 
+def labelled_clips(examples: list[dict]) -> list[tuple[str, str]]:
+    """(utt_id, label) of the SER examples, each clip once."""
+    return list(dict.fromkeys((e["utt_id"], e["label"]) for e in examples if e["task"] == "ser"))
+
+
 def perception_probes(ser_examples: list[dict], features: pd.DataFrame) -> list[dict]:
     """Every perception question with a measured answer for the clips of `ser_examples`: the
     check that the model hears prosody asks each clip all of them, not a sampled few."""

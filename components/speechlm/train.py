@@ -2,7 +2,8 @@
 
 The encoder is first warmed up as an emotion classifier, with heads for the perception levels
 when prosody enhancement is on (components.speechlm.pretrain); its emotion head and an eGeMAPS
-logistic regression then feed the evidence token (components.speechlm.evidence). Loss is on
+logistic regression then feed the evidence token, and its level heads with level regressions
+the level evidence tokens (components.speechlm.evidence, .evidence_fit). Loss is on
 the target tokens only (the collator masks the prompt and audio placeholders); the encoder
 then trains at its own, lower learning rate with the projectors, the LM's LoRA adapter at the
 main one; the label's tokens weigh `answer_weight` times the rest of the target in the loss.
@@ -29,7 +30,6 @@ import torch
 from torch.nn import functional as F
 
 from components.cache_keys import run_key
-from components.classical import fit_balanced_lr
 from components.config import Params, SFTConfig, as_dict
 from components.device import resolve_device, to_device, trainer_precision
 from components.distill.stage import read_records
@@ -41,7 +41,7 @@ from components.speechlm.batching import (
     padded_tokens,
 )
 from components.speechlm.collate import AudioSource, SpeechCollator
-from components.speechlm.evidence import set_label_embeddings, set_prosody_classifier
+from components.speechlm.evidence_fit import prepare_evidence, prepare_level_evidence
 from components.speechlm.formats import PERCEPTION_TASKS, parse_output
 from components.speechlm.model import IGNORE
 from components.speechlm.pretrain import CLASSIFIER_FILE, pretrain_encoder
@@ -49,7 +49,6 @@ from components.speechlm.prosody_vector import (
     PROSODY_DIM,
     population_stats,
     save_stats,
-    training_vectors,
 )
 from components.speechlm.sft_data import (
     PERCEPTION_COLUMNS,
@@ -57,6 +56,7 @@ from components.speechlm.sft_data import (
     SPEAKER_NORM,
     SftDataConfig,
     build_sft_examples,
+    labelled_clips,
     perception_probes,
     split_summary,
     spread,
@@ -82,11 +82,6 @@ def sft_examples(cfg: SFTConfig, seed: int) -> tuple[list[dict], list[dict], pd.
     return train, dev, manifest, list(meta.labels), meta.data_root
 
 
-def labelled_clips(examples: list[dict]) -> list[tuple[str, str]]:
-    """(utt_id, label) of the SER examples, each clip once."""
-    return list(dict.fromkeys((e["utt_id"], e["label"]) for e in examples if e["task"] == "ser"))
-
-
 def perception_levels(features: pd.DataFrame, perception_ratio: float) -> dict[str, dict[str, str]]:
     """Perception task -> {utt_id: measured level} for the encoder warm-up; none when prosody
     enhancement is off (the ablation turns it off everywhere)."""
@@ -94,28 +89,6 @@ def perception_levels(features: pd.DataFrame, perception_ratio: float) -> dict[s
         return {}
     return {task: dict(zip(features["utt_id"], features[column].astype(str)))
             for task, column in PERCEPTION_COLUMNS.items()}
-
-
-def prepare_evidence(model, tokenizer, features: pd.DataFrame, train: list[dict],
-                     dev: list[dict], label_set: list[str], c_grid: list[float],
-                     seed: int) -> dict:
-    """Fill the evidence token's label embeddings and, with a prosody token, its logistic
-    regression on the speaker-normalised eGeMAPS of the train clips (C chosen on dev UA);
-    its head is the encoder warm-up's (`pretrain_encoder`). Returns {evidence_lr_C, ...}."""
-    evidence = model.model.evidence
-    if evidence is None:
-        return {}
-    set_label_embeddings(evidence, model.get_input_embeddings(), tokenizer, label_set)
-    if evidence.prosody_classifier is None:
-        return {}
-    splits = {}
-    for name, examples in (("train", train), ("dev", dev)):
-        clips = labelled_clips(examples)
-        vectors = training_vectors(features, {u for u, _ in clips})
-        splits[name] = (np.stack([vectors[u] for u, _ in clips]), [y for _, y in clips])
-    pipeline, c, scores = fit_balanced_lr(*splits["train"], *splits["dev"], c_grid, seed)
-    set_prosody_classifier(evidence, pipeline, label_set)
-    return {"evidence_lr_C": c, "evidence_lr_dev_ua": round(scores[c], 4)}
 
 
 def make_optimizer(model, cfg: SFTConfig) -> torch.optim.Optimizer:
@@ -311,7 +284,9 @@ def train_sft(params: Params, out: Path) -> dict:
             audio_dropout=cfg.audio_dropout, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
             lora_dropout=cfg.lora_dropout, prosody_dim=PROSODY_DIM if cfg.prosody_token else 0,
             frame_norm=cfg.frame_norm, spec_augment=cfg.spec_augment,
-            evidence_classes=len(label_set) if cfg.evidence_token else 0)
+            evidence_classes=len(label_set) if cfg.evidence_token else 0,
+            level_evidence={task: len(PERCEPTION_TASKS[task][1]) for task in PERCEPTION_COLUMNS}
+            if cfg.level_evidence else None)
         model.to(device)  # the encoder warm-up runs where the Trainer will
         utt_ids = {e["utt_id"] for e in train + dev}
         features = pd.read_parquet(cfg.features)
@@ -326,8 +301,10 @@ def train_sft(params: Params, out: Path) -> dict:
         if source.frames is not None and cfg.frame_norm == "feature":
             model.model.audio_encoder.input_norm.fit(
                 [source.frames[u] for u in sorted({e["utt_id"] for e in train})])
-        evidence = prepare_evidence(model, tokenizer, features, train, dev, label_set,
-                                    params.evaluate.lr_c_grid, params.base.seed)
+        evidence = {**prepare_evidence(model, tokenizer, features, train, dev, label_set,
+                                       params.evaluate.lr_c_grid, params.base.seed),
+                    **prepare_level_evidence(model, tokenizer, features, train, dev, stats,
+                                             params.evaluate.lr_c_grid, params.base.seed)}
         if evidence:
             mlflow.log_params(evidence)
         checkpoints = checkpoint_folder(params)
