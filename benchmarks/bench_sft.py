@@ -21,12 +21,8 @@ from components.speechlm.collate import AudioSource, SpeechCollator  # noqa: E40
 from components.speechlm.io import build_speechlm  # noqa: E402
 from components.speechlm.pretrain import pretrain_encoder  # noqa: E402
 from components.speechlm.prosody_vector import PROSODY_DIM, population_stats  # noqa: E402
-from components.speechlm.train import (  # noqa: E402
-    generate,
-    labelled_clips,
-    make_optimizer,
-    sft_examples,
-)
+from components.speechlm.sft_data import labelled_clips  # noqa: E402
+from components.speechlm.train import generate, make_optimizer, sft_examples  # noqa: E402
 
 
 def main() -> None:
