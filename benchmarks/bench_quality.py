@@ -9,7 +9,10 @@ sft, evaluate: what `dvc repro evaluate` runs without rl and zeroshot) with the 
 params.yaml, the `ravdess` profile and the fold's speakers. Printed per fold and pooled over
 the folds (every clip once): UA / WA / macro-F1 / annotator-aware F1 with 95% bootstrap
 intervals for `majority`, `egemaps_lr_speaker`, `encoder` and `sft`, the rationale figures of
-`sft`, and minutes per fold. A fold whose params and outputs are already there is read, not
+`sft`, and minutes per fold; then the SFT model's perception answers on the test clips (every
+measured pitch, energy, rate and intonation question of every test clip) against the best
+constant answer of the same questions, per fold and pooled, with 95% bootstrap intervals of the
+difference (the dev figures of `eval.json` are 60 clips a fold). A fold whose params and outputs are already there is read, not
 re-run (a killed benchmark resumes at the fold it was in).
 
 Run: python benchmarks/bench_quality.py [--folds 0 1 2] [--set sft.epochs=3 ...]
@@ -128,6 +131,69 @@ def fold_predictions(folder: Path) -> tuple[pd.DataFrame, dict[str, pd.DataFrame
     return evaluated[GOLD_COLUMNS], systems, cues, list(meta.labels)
 
 
+def test_perception(folder: Path) -> pd.DataFrame:
+    """The fold's SFT model asked every measured perception question of its test clips, with
+    the speaker-normalised prosody token as the evaluate stage feeds it: one row per question
+    (utt_id, task, level, answer, hit)."""
+    from components.config import load_params
+    from components.distill.stage import read_records
+    from components.prepare.schema import read_manifest
+    from components.speechlm.collate import AudioSource, SpeechCollator
+    from components.speechlm.io import load_speechlm
+    from components.speechlm.prosody_vector import load_stats
+    from components.speechlm.sft_data import SftDataConfig, build_sft_examples
+    from components.speechlm.train import ask_perception
+
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        params = load_params("params.yaml")
+        cfg = params.sft
+        manifest, meta = read_manifest(cfg.manifest)
+        features = pd.read_parquet(cfg.features)
+        ser = build_sft_examples(features, manifest, read_records(cfg.rationales), SftDataConfig(
+            fmt=cfg.format, transcript_source=cfg.transcript_source, perception_ratio=0.0,
+            splits=[params.evaluate.split], population_norm_share=0.0, label_only_fallback=True,
+            prosody_caption=cfg.prosody_caption))
+        model, tokenizer = load_speechlm(cfg.out)
+        stats = load_stats(Path(cfg.out)) if model.config.prosody_dim else None
+        source = AudioSource.from_features(model, cfg.frames, manifest, meta.data_root,
+                                           {e["utt_id"] for e in ser}, features, stats)
+        rows = ask_perception(model, SpeechCollator(tokenizer, source, list(meta.labels)), ser,
+                              features)
+    finally:
+        os.chdir(cwd)
+    return pd.DataFrame(rows)
+
+
+def perception_table(asked: pd.DataFrame, n_boot: int, seed: int = 0) -> dict[str, dict]:
+    """Per task: the model's accuracy, the best constant answer's (chosen on these very
+    questions, so it flatters the constant) and the difference, each with a 95% bootstrap
+    interval over the questions."""
+    from components.evaluate.metrics import percentile_ci, resample_indices
+
+    table = {}
+    for task, rows in asked.groupby("task", sort=False):
+        hit = rows["hit"].to_numpy(dtype=float)
+        constant = rows["level"].value_counts().index[0]
+        same = (rows["level"] == constant).to_numpy(dtype=float)
+        idx = resample_indices(len(rows), n_boot, seed)
+        table[task] = {"n": len(rows), "accuracy": hit.mean(), "constant": constant,
+                       "constant_accuracy": same.mean(), "difference": hit.mean() - same.mean(),
+                       "accuracy_ci": percentile_ci(hit[idx].mean(1), 0.05),
+                       "difference_ci": percentile_ci(hit[idx].mean(1) - same[idx].mean(1), 0.05)}
+    return table
+
+
+def print_perception(title: str, table: dict[str, dict]) -> None:
+    print(f"\n== perception on the test clips, {title}")
+    print(f"{'task':<11} {'n':>4}  {'model':<20} {'best constant':<22} difference")
+    for task, t in table.items():
+        print(f"{task:<11} {t['n']:>4}  {t['accuracy']:.3f} [{t['accuracy_ci'][0]:.3f},"
+              f"{t['accuracy_ci'][1]:.3f}]  {t['constant_accuracy']:.3f} ({t['constant']:<8})  "
+              f"{t['difference']:+.3f} [{t['difference_ci'][0]:+.3f},{t['difference_ci'][1]:+.3f}]")
+
+
 def print_systems(title: str, systems: dict) -> None:
     from components.evaluate.stage import table_lines
 
@@ -185,11 +251,17 @@ def main() -> None:
         print(f"paired bootstrap {test['a']} vs {test['b']} on {test['metric']}: "
               f"{test['a_value']:.3f} vs {test['b_value']:.3f}, p = {test['p']:.3f}")
     print("minutes per fold: " + ", ".join(f"fold {k} {m:.1f}" for k, m in minutes.items()))
+    asked = {k: test_perception(args.work / f"fold{k}") for k in args.folds}
+    perception = {f"fold {k}": perception_table(a, args.n_boot) for k, a in asked.items()}
+    perception["pooled"] = perception_table(pd.concat(asked.values(), ignore_index=True),
+                                            args.n_boot)
+    for title, table in perception.items():
+        print_perception(title, table)
     summary = {"folds": {k: json.loads((args.work / f"fold{k}" / "reports" / "evaluate" /
                                         "metrics.json").read_text())["systems"]
                          for k in args.folds},
                "pooled": pooled["systems"], "pvalues": pooled["pvalues"], "minutes": minutes,
-               "overrides": overrides}
+               "perception": perception, "overrides": overrides}
     (args.work / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     print(f"written {args.work / 'summary.json'}")
 

@@ -11,10 +11,12 @@ from components.cli import main
 from components.config import Params
 from components.features.frames import load_frames
 from components.speechlm.collate import AudioSource, SpeechCollator
+from components.speechlm.formats import PERCEPTION_TASKS
 from components.speechlm.io import build_speechlm, load_speechlm
 from components.speechlm.model import IGNORE
-from components.speechlm.sft_data import SftDataConfig, build_sft_examples
-from components.speechlm.train import train_sft
+from components.speechlm.prosody_vector import load_stats
+from components.speechlm.sft_data import PERCEPTION_COLUMNS, SftDataConfig, build_sft_examples
+from components.speechlm.train import ask_perception, train_sft
 from components.speechlm.zeroshot import build_zero_shot
 from tests.sft_fixture import sft_params
 from tests.tiny_models import TINY_SPEECHLM as TINY
@@ -115,6 +117,10 @@ def test_sft_trains_and_predicts(pipeline, tmp_path, capsys, monkeypatch):
     report = json.loads((out / "eval.json").read_text())
     assert {"dev_accuracy", "dev_accuracy_unknown_speaker", "majority_rate",
             "perception_accuracy", "samples"} <= set(report)
+    # one level evidence token per perception task, its level words' embeddings filled in
+    assert trained.config.level_evidence == {t: len(a) for t, (_, a) in PERCEPTION_TASKS.items()}
+    assert all(token.label_embeddings.abs().sum(-1).gt(0).all()
+               for token in trained.model.level_evidence.values())
     assert report["examples"]["prosody_norm"]["train"]["population"] > 0
 
     wav = tmp_path / "clip.wav"
@@ -147,6 +153,23 @@ def test_sft_trains_and_predicts(pipeline, tmp_path, capsys, monkeypatch):
     assert [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()
             if line.startswith("{")] == \
         [{**r, "probabilities": pytest.approx(r["probabilities"], abs=1e-5)} for r in results]
+
+
+def test_every_measured_perception_question_is_asked_and_scored(pipeline, trained):
+    root, df, feats, records, labels, _ = pipeline
+    model, tokenizer = load_speechlm(trained)
+    ser = build_sft_examples(feats, df, records, SftDataConfig(
+        perception_ratio=0.0, splits=["dev"], population_norm_share=0.0, label_only_fallback=True))
+    source = AudioSource.from_features(model, root / "features" / "frames", df, root / "audio",
+                                       {e["utt_id"] for e in ser}, feats, load_stats(trained))
+    rows = ask_perception(model, SpeechCollator(tokenizer, source, labels), ser, feats)
+    measured = feats.set_index("utt_id")
+    expected = {(e["utt_id"], task, measured.at[e["utt_id"], column]) for e in ser
+                for task, column in PERCEPTION_COLUMNS.items()
+                if measured.at[e["utt_id"], column] in PERCEPTION_TASKS[task][1]}
+    assert len(rows) == len(expected) > len(ser)
+    assert {(r["utt_id"], r["task"], r["level"]) for r in rows} == expected
+    assert all(r["hit"] == (r["answer"] == r["level"]) for r in rows)
 
 
 def test_zero_shot_baseline_scores_dev_and_predicts_any_wav(pipeline, tmp_path, capsys):

@@ -160,24 +160,36 @@ def evaluate(model, collator: SpeechCollator, dev: list[dict], label_set: list[s
         "samples": [{"utt_id": e["utt_id"], "label": e["label"], "predicted": p["label"],
                      "output": t} for e, p, t in zip(ser, parsed, texts)],
     }
-    perception = perception_probes(ser, pd.read_parquet(cfg.features))
-    if perception:
-        answers = generate(model, collator, perception, max_new_tokens=4)
+    asked = ask_perception(model, collator, ser, pd.read_parquet(cfg.features))
+    if asked:
         by_task: dict[str, list[bool]] = {}
-        for example, answer in zip(perception, answers):
-            words = answer.strip().lower().split()
-            by_task.setdefault(example["task"], []).append(
-                bool(words) and words[0].strip(".,;:") == example["level"])
-        hits = [hit for v in by_task.values() for hit in v]
+        for row in asked:
+            by_task.setdefault(row["task"], []).append(row["hit"])
+        hits = [row["hit"] for row in asked]
         result["perception_overall"] = sum(hits) / len(hits)
         result["perception_questions"] = {t: len(v) for t, v in by_task.items()}
         result["perception_accuracy"] = {t: sum(v) / len(v) for t, v in by_task.items()}
         result["perception_chance"] = {t: 1 / len(PERCEPTION_TASKS[t][1]) for t in by_task}
         # The best constant answer per task: levels are not uniform, so chance flatters.
         result["perception_majority"] = {
-            t: Counter(e["level"] for e in perception if e["task"] == t).most_common(1)[0][1]
+            t: Counter(r["level"] for r in asked if r["task"] == t).most_common(1)[0][1]
             / len(v) for t, v in by_task.items()}
     return result
+
+
+def ask_perception(model, collator: SpeechCollator, ser: list[dict], features: pd.DataFrame,
+                   ) -> list[dict]:
+    """Every measured perception question of the clips of the SER examples `ser`, answered
+    greedily: {utt_id, task, level (measured), answer (first word), hit}."""
+    probes = perception_probes(ser, features)
+    answers = generate(model, collator, probes, max_new_tokens=4) if probes else []
+    rows = []
+    for probe, answer in zip(probes, answers):
+        words = answer.strip().lower().split()
+        first = words[0].strip(".,;:") if words else ""
+        rows.append({"utt_id": probe["utt_id"], "task": probe["task"], "level": probe["level"],
+                     "answer": first, "hit": first == probe["level"]})
+    return rows
 
 
 def answer_weighted_trainer(lengths: list[int] | None = None):
