@@ -167,18 +167,18 @@ def test_perception(folder: Path) -> pd.DataFrame:
 
 
 def perception_table(asked: pd.DataFrame, n_boot: int, seed: int = 0) -> dict[str, dict]:
-    """Per task: the model's accuracy, the best constant answer's (chosen on these very
-    questions, so it flatters the constant) and the difference, each with a 95% bootstrap
-    interval over the questions."""
+    """Per task: the model's accuracy, the best constant answer's and the difference, each with
+    a 95% bootstrap interval over the questions. The constant is chosen per fold on these very
+    questions (`fold` column), which flatters it; pooled, each fold keeps its own."""
     from components.evaluate.metrics import percentile_ci, resample_indices
 
     table = {}
     for task, rows in asked.groupby("task", sort=False):
         hit = rows["hit"].to_numpy(dtype=float)
-        constant = rows["level"].value_counts().index[0]
-        same = (rows["level"] == constant).to_numpy(dtype=float)
+        best = rows.groupby("fold")["level"].agg(lambda levels: levels.value_counts().index[0])
+        same = (rows["level"] == rows["fold"].map(best)).to_numpy(dtype=float)
         idx = resample_indices(len(rows), n_boot, seed)
-        table[task] = {"n": len(rows), "accuracy": hit.mean(), "constant": constant,
+        table[task] = {"n": len(rows), "accuracy": hit.mean(), "constant": "/".join(best.unique()),
                        "constant_accuracy": same.mean(), "difference": hit.mean() - same.mean(),
                        "accuracy_ci": percentile_ci(hit[idx].mean(1), 0.05),
                        "difference_ci": percentile_ci(hit[idx].mean(1) - same[idx].mean(1), 0.05)}
@@ -187,10 +187,10 @@ def perception_table(asked: pd.DataFrame, n_boot: int, seed: int = 0) -> dict[st
 
 def print_perception(title: str, table: dict[str, dict]) -> None:
     print(f"\n== perception on the test clips, {title}")
-    print(f"{'task':<11} {'n':>4}  {'model':<20} {'best constant':<22} difference")
+    print(f"{'task':<11} {'n':>4}  {'model':<20} {'best constant':<26} difference")
     for task, t in table.items():
         print(f"{task:<11} {t['n']:>4}  {t['accuracy']:.3f} [{t['accuracy_ci'][0]:.3f},"
-              f"{t['accuracy_ci'][1]:.3f}]  {t['constant_accuracy']:.3f} ({t['constant']:<8})  "
+              f"{t['accuracy_ci'][1]:.3f}]  {t['constant_accuracy']:.3f} ({t['constant']:<18})  "
               f"{t['difference']:+.3f} [{t['difference_ci'][0]:+.3f},{t['difference_ci'][1]:+.3f}]")
 
 
@@ -251,7 +251,7 @@ def main() -> None:
         print(f"paired bootstrap {test['a']} vs {test['b']} on {test['metric']}: "
               f"{test['a_value']:.3f} vs {test['b_value']:.3f}, p = {test['p']:.3f}")
     print("minutes per fold: " + ", ".join(f"fold {k} {m:.1f}" for k, m in minutes.items()))
-    asked = {k: test_perception(args.work / f"fold{k}") for k in args.folds}
+    asked = {k: test_perception(args.work / f"fold{k}").assign(fold=k) for k in args.folds}
     perception = {f"fold {k}": perception_table(a, args.n_boot) for k, a in asked.items()}
     perception["pooled"] = perception_table(pd.concat(asked.values(), ignore_index=True),
                                             args.n_boot)
