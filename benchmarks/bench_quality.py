@@ -12,8 +12,9 @@ intervals for `majority`, `egemaps_lr_speaker`, `encoder` and `sft`, the rationa
 `sft`, and minutes per fold; then the SFT model's perception answers on the test clips (every
 measured pitch, energy, rate and intonation question of every test clip) against the best
 constant answer of the same questions, per fold and pooled, with 95% bootstrap intervals of the
-difference (the dev figures of `eval.json` are 60 clips a fold). A fold whose params and outputs are already there is read, not
-re-run (a killed benchmark resumes at the fold it was in).
+difference (the dev figures of `eval.json` are 60 clips a fold). A fold whose params and
+outputs are already there is read, not re-run (a killed benchmark resumes at the fold it was
+in).
 
 Run: python benchmarks/bench_quality.py [--folds 0 1 2] [--set sft.epochs=3 ...]
      [--data DIR] [--work DIR]
@@ -191,7 +192,8 @@ def print_perception(title: str, table: dict[str, dict]) -> None:
     for task, t in table.items():
         print(f"{task:<11} {t['n']:>4}  {t['accuracy']:.3f} [{t['accuracy_ci'][0]:.3f},"
               f"{t['accuracy_ci'][1]:.3f}]  {t['constant_accuracy']:.3f} ({t['constant']:<18})  "
-              f"{t['difference']:+.3f} [{t['difference_ci'][0]:+.3f},{t['difference_ci'][1]:+.3f}]")
+              f"{t['difference']:+.3f} [{t['difference_ci'][0]:+.3f},"
+              f"{t['difference_ci'][1]:+.3f}]")
 
 
 def print_systems(title: str, systems: dict) -> None:

@@ -16,20 +16,13 @@ from typing import Callable, TypeVar
 
 T = TypeVar("T")
 
-_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="emoreason-torch")
-_IDENT: list[int] = []
-"""The torch thread's id, once it has run something."""
-
-
-def _run(fn: Callable[..., T], args, kwargs) -> T:
-    if not _IDENT:
-        _IDENT.append(threading.get_ident())
-    return fn(*args, **kwargs)
+_NAME = "emoreason-torch"
+_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix=_NAME)
 
 
 def on_torch_thread(fn: Callable[..., T], *args, **kwargs) -> T:
     """`fn(*args, **kwargs)` run on the process's torch thread (called from that thread, it
     runs directly); its exception is raised here."""
-    if _IDENT and threading.get_ident() == _IDENT[0]:
+    if threading.current_thread().name.startswith(_NAME):
         return fn(*args, **kwargs)
-    return _POOL.submit(_run, fn, args, kwargs).result()
+    return _POOL.submit(fn, *args, **kwargs).result()

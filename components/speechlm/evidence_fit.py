@@ -42,19 +42,24 @@ def prepare_evidence(model, tokenizer, features: pd.DataFrame, train: list[dict]
     return {"evidence_lr_C": c, "evidence_lr_dev_ua": round(scores[c], 4)}
 
 
-def _level_split(features: pd.DataFrame, examples: list[dict], task: str, stats: dict,
-                 ) -> tuple[np.ndarray, list[str]]:
-    """The SER clips' eGeMAPS vectors with a measured `task` level, in both normalisations the
-    prosody token is given (speaker, population), and the level of each row."""
-    answers = PERCEPTION_TASKS[task][1]
-    level = dict(zip(features["utt_id"], features[PERCEPTION_COLUMNS[task]].astype(str)))
-    clips = [u for u, _ in labelled_clips(examples) if level.get(u) in answers]
-    if not clips:
+def _split_vectors(features: pd.DataFrame, examples: list[dict], stats: dict,
+                   ) -> tuple[list[str], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(the SER clips, their speaker- and their population-normalised eGeMAPS vectors): the
+    two forms the prosody token is given."""
+    clips = [u for u, _ in labelled_clips(examples)]
+    return (clips, training_vectors(features, set(clips)),
+            population_vectors(features, set(clips), stats))
+
+
+def _level_rows(split: tuple, level: dict[str, str], answers: tuple[str, ...], task: str,
+                ) -> tuple[np.ndarray, list[str]]:
+    """The split's clips with a measured `task` level, each in both forms, and their levels."""
+    clips, speaker, population = split
+    kept = [u for u in clips if level.get(u) in answers]
+    if not kept:
         raise ValueError(f"no clip of the split has a measured {task} level for its evidence token")
-    speaker = training_vectors(features, set(clips))
-    population = population_vectors(features, set(clips), stats)
-    x = np.stack([speaker[u] for u in clips] + [population[u] for u in clips])
-    return x, [level[u] for u in clips] * 2
+    return (np.stack([speaker[u] for u in kept] + [population[u] for u in kept]),
+            [level[u] for u in kept] * 2)
 
 
 def prepare_level_evidence(model, tokenizer, features: pd.DataFrame, train: list[dict],
@@ -69,18 +74,23 @@ def prepare_level_evidence(model, tokenizer, features: pd.DataFrame, train: list
     tokens = model.model.level_evidence
     if tokens is None:
         return {}
+    # Without a prosody token the tokens have no regression: the head alone reads the clip.
+    splits = [_split_vectors(features, examples, stats) for examples in (train, dev)] \
+        if model.config.prosody_dim else None
     logged = {}
     for task, token in tokens.items():
-        answers = list(PERCEPTION_TASKS[task][1])
-        set_label_embeddings(token, model.get_input_embeddings(), tokenizer, answers)
-        if token.prosody_classifier is None:
+        answers = PERCEPTION_TASKS[task][1]
+        set_label_embeddings(token, model.get_input_embeddings(), tokenizer, list(answers))
+        if splits is None:
             continue
-        x_train, y_train = _level_split(features, train, task, stats)
+        level = dict(zip(features["utt_id"], features[PERCEPTION_COLUMNS[task]].astype(str)))
+        x_train, y_train = _level_rows(splits[0], level, answers, task)
         if len(set(y_train)) < 2:
-            set_constant_classifier(token, answers, y_train[0])
+            set_constant_classifier(token, list(answers), y_train[0])
             continue
-        pipeline, c, scores = fit_balanced_lr(x_train, y_train, *_level_split(features, dev, task, stats),
+        pipeline, c, scores = fit_balanced_lr(x_train, y_train,
+                                              *_level_rows(splits[1], level, answers, task),
                                               c_grid, seed, balanced=False)
-        set_prosody_classifier(token, pipeline, answers)
+        set_prosody_classifier(token, pipeline, list(answers))
         logged.update({f"level_lr_{task}_C": c, f"level_lr_{task}_dev_accuracy": round(scores[c], 4)})
     return logged
