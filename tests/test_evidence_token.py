@@ -117,6 +117,22 @@ def test_evidence_tokens_need_the_warm_up_and_the_perception_tasks():
               perception_ratio=0.0)
 
 
+def test_adding_evidence_tokens_leaves_every_other_weight_and_the_random_stream(tiny_lm, monkeypatch):
+    """An ablation of the tokens must not also be a new seed for the LoRA and the projectors."""
+    monkeypatch.setattr(speechlm_io, "resolve_model", lambda name: str(tiny_lm) if name == TINY_NAME else name)
+    built = []
+    for tokens in ({}, {"evidence_classes": len(LABELS), "level_evidence": {"pitch": 3, "rate": 3}}):
+        torch.manual_seed(5)
+        model, _ = build_speechlm(TINY_NAME, prosody_dim=6, **tokens, **TINY_SPEECHLM)
+        built.append((model.state_dict(), torch.randn(3)))
+    (plain, plain_next), (with_tokens, tokens_next) = built
+    assert any(k.startswith("model.level_evidence.") for k in with_tokens)
+    assert set(plain) < set(with_tokens)
+    for name, value in plain.items():
+        torch.testing.assert_close(with_tokens[name], value, msg=name)
+    torch.testing.assert_close(tokens_next, plain_next)
+
+
 def test_level_tokens_come_after_the_evidence_token_and_are_saved(tiny_lm, tmp_path, monkeypatch):
     monkeypatch.setattr(speechlm_io, "resolve_model", lambda name: str(tiny_lm) if name == TINY_NAME else name)
     torch.manual_seed(4)

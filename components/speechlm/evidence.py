@@ -19,6 +19,8 @@ constant answer while those heads were above it: the LM did not read them off th
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import nn
@@ -27,6 +29,22 @@ from components.speechlm.encoders import clip_vector
 
 ABSENT_LOGIT = -30.0
 """Logit of a label the logistic regression never saw in train (probability ~0)."""
+
+
+def off_the_random_stream(build: Callable[[], nn.Module]) -> nn.Module:
+    """`build()` without drawing from the global random stream, its modules marked initialised.
+
+    The evidence tokens' classifiers are overwritten by fitted ones before use, so their
+    initial weights do not matter; drawing them (in their constructors and again in
+    `post_init`) would re-seed every module initialised after them: adding a token changed
+    the warm-up heads and LoRA, and an ablation measured the lever and a new seed at once
+    (the `encoder` row moved by 0.022 UA on RAVDESS).
+    """
+    with torch.random.fork_rng(devices=[]):
+        module = build()
+    for sub in module.modules():
+        sub._is_hf_initialized = True  # transformers' post_init skips it
+    return module
 
 
 class EvidenceToken(nn.Module):

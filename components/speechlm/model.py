@@ -36,7 +36,7 @@ from components.speechlm.encoders import (
     n_audio_tokens,
     stack_size,
 )
-from components.speechlm.evidence import EvidenceToken
+from components.speechlm.evidence import EvidenceToken, off_the_random_stream
 
 IGNORE = -100
 """Label of a position the loss skips (prompt, padding, unmeasured perception targets): the
@@ -76,8 +76,9 @@ def build_evidence_token(config: SpeechLMConfig, encoder_dim: int) -> EvidenceTo
     if not config.evidence_classes:
         return None
     hidden = config.text_config.hidden_size
-    return EvidenceToken(encoder_dim + (hidden if config.prosody_dim else 0), config.prosody_dim,
-                         config.evidence_classes, hidden)
+    return off_the_random_stream(lambda: EvidenceToken(
+        encoder_dim + (hidden if config.prosody_dim else 0), config.prosody_dim,
+        config.evidence_classes, hidden))
 
 
 def build_level_evidence(config: SpeechLMConfig, encoder_dim: int) -> nn.ModuleDict | None:
@@ -85,9 +86,10 @@ def build_level_evidence(config: SpeechLMConfig, encoder_dim: int) -> nn.ModuleD
     if not config.level_evidence:
         return None
     hidden = config.text_config.hidden_size
-    return nn.ModuleDict({task: EvidenceToken(encoder_dim + (hidden if config.prosody_dim else 0),
-                                              config.prosody_dim, n_levels, hidden)
-                          for task, n_levels in config.level_evidence.items()})
+    return off_the_random_stream(lambda: nn.ModuleDict({
+        task: EvidenceToken(encoder_dim + (hidden if config.prosody_dim else 0),
+                            config.prosody_dim, n_levels, hidden)
+        for task, n_levels in config.level_evidence.items()}))
 
 
 class SpeechLMModel(SpeechLMPreTrainedModel):
