@@ -181,15 +181,14 @@ def generation(predictor, new_tokens: int, repeats: int) -> tuple[float, float, 
     return rates[0], rates[1], int(ids["input_ids"].shape[1])
 
 
-def agreement_clips(n: int) -> list[np.ndarray]:
-    """Up to `n` test clips of the pipeline's corpus (spread over the split), else variants of
-    the synthetic clip: the clips on which each dtype's labels are compared with float32's."""
+def agreement_clips(n: int, manifest: Path) -> list[np.ndarray]:
+    """Up to `n` test clips of `manifest` (spread over the split), else, without one, variants
+    of the synthetic clip: the clips on which each dtype's labels are compared with float32's."""
     from components.audio_io import read_audio
     from components.paths import resolve_audio_path
     from components.prepare.schema import read_manifest
     from components.speechlm.sft_data import spread
 
-    manifest = REPO / "data" / "gated" / "manifest.parquet"
     if not manifest.exists():
         return [clip_audio() * (0.4 + 0.1 * i) for i in range(min(n, 6))]
     df, meta = read_manifest(manifest)
@@ -199,14 +198,13 @@ def agreement_clips(n: int) -> list[np.ndarray]:
             for p in test["audio_path"]]
 
 
-def dtypes(folder: Path, new_tokens: int, repeats: int, n_clips: int,
+def dtypes(folder: Path, new_tokens: int, repeats: int, clips: list[np.ndarray],
            served: InferenceConfig) -> list[tuple]:
     """Per serving dtype: generation tokens/s at batch 1, full-answer p50 on the 4 s clip, and
-    how often its label agrees with float32's on `n_clips` clips (labels from scoring);
-    decoded as `served` says."""
+    how often its label agrees with float32's on `clips` (labels from scoring); decoded as
+    `served` says."""
     from components.serve.predictor import DTYPES, load_predictor
 
-    clips = agreement_clips(n_clips)
     rows, reference, base = [], None, None
     for dtype in DTYPES:
         predictor = load_predictor(folder, dtype=dtype, repeat_block=served.repeat_block,
@@ -239,6 +237,9 @@ def main() -> None:
                         help="the served model's weights: float32, bfloat16 or int8")
     parser.add_argument("--agreement-clips", type=int, default=40,
                         help="clips on which each dtype's labels are compared with float32's")
+    parser.add_argument("--manifest", type=Path, default=REPO / "data" / "gated" / "manifest.parquet",
+                        help="whose test clips those are (default the pipeline's gated manifest; "
+                             "without one, 6 variants of the synthetic clip)")
     parser.add_argument("--quick", action="store_true",
                         help="a few requests and tokens: checks the script, not the numbers")
     args = parser.parse_args()
@@ -247,6 +248,7 @@ def main() -> None:
     if not (folder / "task.json").exists():
         sys.exit(f"{folder} is not a model folder (no task.json): run `make demo` or pass --model")
     requests, repeats, new_tokens = (2, 1, 8) if args.quick else (args.requests, 5, 64)
+    clips = agreement_clips(4 if args.quick else args.agreement_clips, args.manifest)
     rows: list[tuple[str, float, str, float | None]] = []
 
     pyfunc = EmoReasonModel()
@@ -327,8 +329,7 @@ def main() -> None:
     ours, stock, prompt = on_torch_thread(generation, predictor, new_tokens, repeats)
     rows.append(("generation, batch 1 (tokens/s)", ours, "stock generate: ratio",
                  ours / stock))
-    rows += on_torch_thread(dtypes, folder, new_tokens, repeats,
-                            4 if args.quick else args.agreement_clips, served)
+    rows += on_torch_thread(dtypes, folder, new_tokens, repeats, clips, served)
 
     print(f"\nserving benchmark: {folder} ({args.dtype}), {CLIP_S:g} s clip, {where}, "
           f"{torch.get_num_threads()} torch threads{', QUICK' if args.quick else ''}")
