@@ -267,6 +267,11 @@ class SFTConfig:
     level head and an eGeMAPS logistic regression on the level, as a mix of the level words'
     embeddings. The perception answers' way to the LM; needs the warm-up and the perception
     tasks (`perception_ratio` > 0) that train the heads."""
+    evidence_power_grid: list[float] = field(default_factory=lambda: [1.0, 2.0, 3.0, 5.0])
+    """Sharpening powers of the evidence token (`SpeechLMConfig.evidence_power`) tried after
+    training on the dev clips' labels; the one with the best dev UA is kept with the model
+    (the smallest on a tie), [1.0]: none; without an evidence token it is not read. Training
+    always sees power 1."""
     prosody_caption: bool = True
     """The clip's prosody caption (its measured pitch, range, intonation, energy, rate and pauses
     in words) in SER prompts: the rationale's cue claims can then follow the measurement
@@ -327,6 +332,9 @@ class SFTConfig:
         if self.evidence_token and self.encoder_pretrain_epochs <= 0:
             raise ValueError("sft.evidence_token needs the encoder warm-up that trains its head: "
                              "set sft.encoder_pretrain_epochs > 0 or sft.evidence_token: false")
+        if not self.evidence_power_grid or any(not p > 0 for p in self.evidence_power_grid):
+            raise ValueError("sft.evidence_power_grid needs one or more powers > 0, got "
+                             f"{self.evidence_power_grid}")
         if self.level_evidence and (self.encoder_pretrain_epochs <= 0 or self.perception_ratio <= 0):
             raise ValueError("sft.level_evidence needs the encoder warm-up and the perception tasks "
                              "that train its level heads: set sft.encoder_pretrain_epochs > 0 and "

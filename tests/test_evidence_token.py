@@ -18,7 +18,9 @@ from components.speechlm.evidence import (
     set_prosody_classifier,
 )
 from components.speechlm.evidence_fit import prepare_level_evidence
+from components.speechlm import train
 from components.speechlm.io import build_speechlm, load_speechlm, save_speechlm
+from components.speechlm.sft_data import SPEAKER_NORM
 from tests.tiny_models import TINY_SPEECHLM, save_tiny_lm
 
 TINY_NAME = "bundled:tiny-test-lm"
@@ -106,6 +108,60 @@ def test_evidence_is_frozen_counted_saved_and_loaded(model_and_tokenizer, tiny_l
                                    model.eval().model.encode_audio(values, mask, prosody)[0])
 
 
+def test_a_sharpened_token_weighs_the_label_words_by_normalised_powers(model_and_tokenizer, tmp_path):
+    model, tokenizer = model_and_tokenizer
+    evidence = model.model.evidence
+    with torch.no_grad():  # both classifiers give 0.4 / 0.3 / 0.2 / 0.1
+        for layer in (evidence.head, evidence.prosody_classifier):
+            layer.weight.zero_()
+            layer.bias.copy_(torch.tensor([0.4, 0.3, 0.2, 0.1]).log())
+    values, mask = collate_frames([torch.randn(100, 83)])
+    prosody = torch.randn(1, 6)
+    model.eval()
+    for power in (1.0, 3.0):
+        model.set_evidence_power(power)
+        weights = torch.tensor([0.4, 0.3, 0.2, 0.1]) ** power
+        with torch.no_grad():
+            token = model.model.encode_audio(values, mask, prosody)[0][0, 0]
+        torch.testing.assert_close(token, (weights / weights.sum()) @ evidence.label_embeddings,
+                                   atol=1e-5, rtol=1e-4)
+    assert model.config.evidence_power == 3.0
+    loaded, _ = load_speechlm(save_speechlm(model, tokenizer, tmp_path / "m"))
+    assert loaded.config.evidence_power == 3.0 and loaded.model.evidence.power == 3.0
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model.encode_audio(values, mask, prosody)[0][0, 0], token)
+    with pytest.raises(ValueError, match="> 0"):
+        model.set_evidence_power(0.0)
+    plain, _ = build_speechlm(TINY_NAME, prosody_dim=6, **TINY_SPEECHLM)
+    with pytest.raises(ValueError, match="no evidence token"):
+        plain.set_evidence_power(2.0)
+
+
+def test_the_dev_labels_choose_the_power_and_the_model_keeps_it(model_and_tokenizer, monkeypatch):
+    """Power 3 and 5 label every dev clip right, 1 half of them: 3 is kept (the smaller)."""
+    model, _ = model_and_tokenizer
+    dev = [{"utt_id": str(i), "task": "ser", "label": LABELS[i % 4]} for i in range(8)]
+    seen = []
+
+    def fake_generate(model, collator, examples, max_new_tokens):
+        power = model.model.evidence.power
+        seen.append((power, max_new_tokens, {e["prosody_norm"] for e in examples}))
+        right = power >= 3.0
+        return [f"Emotion: {e['label'] if right or i % 2 else 'neutral'}\nRationale: x"
+                for i, e in enumerate(examples)]
+
+    monkeypatch.setattr(train, "generate", fake_generate)
+    cfg = SFTConfig(evidence_power_grid=[5.0, 1.0, 3.0])
+    chosen = train.choose_evidence_power(model, None, dev, LABELS, cfg)
+    assert chosen["evidence_power"] == 3.0
+    assert chosen["evidence_power_dev_ua"][5.0] == chosen["evidence_power_dev_ua"][3.0] == 1.0
+    assert chosen["evidence_power_dev_ua"][1.0] < 1.0
+    assert [p for p, _, _ in seen] == [1.0, 3.0, 5.0]
+    assert all(tokens == train.LABEL_FIRST_TOKENS and norm == {SPEAKER_NORM}
+               for _, tokens, norm in seen)
+    assert model.config.evidence_power == model.model.evidence.power == 3.0
+
+
 def test_evidence_tokens_need_the_warm_up_and_the_perception_tasks():
     with pytest.raises(ValueError, match="encoder_pretrain_epochs"):
         SFTConfig(evidence_token=True, level_evidence=False, encoder_pretrain_epochs=0)
@@ -113,8 +169,12 @@ def test_evidence_tokens_need_the_warm_up_and_the_perception_tasks():
         SFTConfig(evidence_token=False, level_evidence=True, encoder_pretrain_epochs=0)
     with pytest.raises(ValueError, match="perception_ratio"):
         SFTConfig(level_evidence=True, perception_ratio=0.0)
+    with pytest.raises(ValueError, match="evidence_power_grid"):
+        SFTConfig(evidence_power_grid=[])
+    with pytest.raises(ValueError, match="evidence_power_grid"):
+        SFTConfig(evidence_power_grid=[1.0, -2.0])
     SFTConfig(evidence_token=False, level_evidence=False, encoder_pretrain_epochs=0,
-              perception_ratio=0.0)
+              perception_ratio=0.0, evidence_power_grid=[1.0])
 
 
 def test_adding_evidence_tokens_leaves_every_other_weight_and_the_random_stream(tiny_lm, monkeypatch):

@@ -122,6 +122,11 @@ def test_sft_trains_and_predicts(pipeline, tmp_path, capsys, monkeypatch):
     assert all(token.label_embeddings.abs().sum(-1).gt(0).all()
                for token in trained.model.level_evidence.values())
     assert report["examples"]["prosody_norm"]["train"]["population"] > 0
+    # the evidence token's sharpening was chosen on dev and the saved model carries it
+    tried = report["evidence_power_dev_ua"]
+    assert sorted(map(float, tried)) == sorted(params.sft.evidence_power_grid)
+    assert report["evidence_power"] == trained.config.evidence_power == trained.model.evidence.power
+    assert tried[str(report["evidence_power"])] == max(tried.values())
 
     wav = tmp_path / "clip.wav"
     t = np.arange(48000) / 48000

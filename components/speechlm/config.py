@@ -42,6 +42,10 @@ class SpeechLMConfig(PretrainedConfig):
         the others: the encoder head's and, with a prosody token, the eGeMAPS logistic
         regression's mean probabilities over the label words' embeddings, see
         `components.speechlm.evidence`); 0: none.
+    evidence_power: the evidence token's probabilities are raised to this power and
+        renormalised before they weight the label words (1: as the classifiers give them;
+        larger: sharper, nearer the ensemble's argmax). Trained at 1 and chosen after SFT on
+        dev (`sft.evidence_power_grid`).
     level_evidence: perception task -> number of its levels (pitch: 3, ..., intonation: 6):
         one more soft token per task after the evidence token, built the same way over the
         level words (the warm-up's level head and an eGeMAPS logistic regression); None: none.
@@ -80,6 +84,7 @@ class SpeechLMConfig(PretrainedConfig):
     spec_feature_width: int = 8
     prosody_dim: int = 0
     evidence_classes: int = 0
+    evidence_power: float = 1.0
     level_evidence: dict | None = None
     train_pretrained_encoder: bool = False
     encoder_lora_r: int = 0
@@ -124,6 +129,8 @@ class SpeechLMConfig(PretrainedConfig):
             raise ValueError(f"prosody_dim must be >= 0, got {self.prosody_dim}")
         if self.evidence_classes < 0:
             raise ValueError(f"evidence_classes must be >= 0, got {self.evidence_classes}")
+        if not self.evidence_power > 0:
+            raise ValueError(f"evidence_power must be > 0, got {self.evidence_power}")
         if any(not isinstance(n, int) or n < 2 for n in (self.level_evidence or {}).values()):
             raise ValueError(f"level_evidence needs at least 2 levels per task, got {self.level_evidence}")
         if self.encoder_dim % self.encoder_heads:

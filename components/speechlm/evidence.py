@@ -50,8 +50,10 @@ def off_the_random_stream(build: Callable[[], nn.Module]) -> nn.Module:
 class EvidenceToken(nn.Module):
     """Emotion probabilities of a clip -> one soft token in the LM's embedding space."""
 
-    def __init__(self, clip_dim: int, prosody_dim: int, n_labels: int, hidden: int):
+    def __init__(self, clip_dim: int, prosody_dim: int, n_labels: int, hidden: int,
+                 power: float = 1.0):
         super().__init__()
+        self.power = power  # sharpening of the probabilities in the token (not in `probabilities`)
         self.head = nn.Linear(clip_dim, n_labels)
         self.prosody_classifier = nn.Linear(prosody_dim, n_labels) if prosody_dim else None
         self.register_buffer("label_embeddings", torch.zeros(n_labels, hidden))
@@ -71,6 +73,9 @@ class EvidenceToken(nn.Module):
     def forward(self, frames, frame_mask, prosody_token, prosody_values) -> torch.Tensor:
         """[B, hidden]."""
         probs = self.probabilities(frames, frame_mask, prosody_token, prosody_values)
+        if self.power != 1.0:
+            probs = probs.pow(self.power)
+            probs = probs / probs.sum(-1, keepdim=True)
         return probs @ self.label_embeddings.to(probs.dtype)
 
 

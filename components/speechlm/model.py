@@ -78,7 +78,7 @@ def build_evidence_token(config: SpeechLMConfig, encoder_dim: int) -> EvidenceTo
     hidden = config.text_config.hidden_size
     return off_the_random_stream(lambda: EvidenceToken(
         encoder_dim + (hidden if config.prosody_dim else 0), config.prosody_dim,
-        config.evidence_classes, hidden))
+        config.evidence_classes, hidden, power=config.evidence_power))
 
 
 def build_level_evidence(config: SpeechLMConfig, encoder_dim: int) -> nn.ModuleDict | None:
@@ -317,6 +317,16 @@ class SpeechLMForCausalLM(SpeechLMPreTrainedModel, GenerationMixin):
     @property
     def has_lora(self) -> bool:
         return any("lora_" in name for name, _ in self.model.language_model.named_parameters())
+
+    def set_evidence_power(self, power: float) -> None:
+        """Sharpen the evidence token (`SpeechLMConfig.evidence_power`), kept in the config so a
+        saved model loads with it."""
+        if self.model.evidence is None:
+            raise ValueError("this model has no evidence token to sharpen")
+        if not power > 0:
+            raise ValueError(f"evidence power must be > 0, got {power}")
+        self.config.evidence_power = float(power)
+        self.model.evidence.power = float(power)
 
     def set_trainable(self) -> None:
         """Freeze the LM (LoRA weights excepted), the head and the evidence tokens' classifiers;
