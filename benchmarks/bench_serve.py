@@ -237,7 +237,8 @@ def main() -> None:
                         help="the served model's weights: float32, bfloat16 or int8")
     parser.add_argument("--agreement-clips", type=int, default=40,
                         help="clips on which each dtype's labels are compared with float32's")
-    parser.add_argument("--manifest", type=Path, default=REPO / "data" / "gated" / "manifest.parquet",
+    parser.add_argument("--manifest", type=Path,
+                        default=REPO / "data" / "gated" / "manifest.parquet",
                         help="whose test clips those are (default the pipeline's gated manifest; "
                              "without one, 6 variants of the synthetic clip)")
     parser.add_argument("--quick", action="store_true",

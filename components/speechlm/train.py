@@ -164,6 +164,15 @@ def choose_evidence_power(model, collator: SpeechCollator, dev_ser: list[dict],
     return {"evidence_power": best, "evidence_power_dev_ua": scores}
 
 
+def power_metrics(sharpened: dict) -> dict[str, float]:
+    """MLflow metrics of `choose_evidence_power`'s result (none when it did not run)."""
+    if not sharpened:
+        return {}
+    return {"evidence_power": sharpened["evidence_power"],
+            **{f"evidence_power_{p:g}_dev_ua": ua
+               for p, ua in sharpened["evidence_power_dev_ua"].items()}}
+
+
 def evaluate(model, collator: SpeechCollator, dev: list[dict], label_set: list[str],
              cfg: SFTConfig, train_labels: list[str]) -> dict:
     """Decoded dev accuracy vs the majority-class rate, with the speaker known (the prosody
@@ -440,9 +449,7 @@ def train_sft(params: Params, out: Path) -> dict:
                             "dev_well_formed": result["dev_well_formed"],
                             "majority_rate": result["majority_rate"],
                             "train_minutes": minutes,
-                            **({"evidence_power": sharpened["evidence_power"]} if sharpened else {}),
-                            **{f"evidence_power_{p:g}_dev_ua": s for p, s in
-                               sharpened.get("evidence_power_dev_ua", {}).items()},
+                            **power_metrics(sharpened),
                             **{f"perception_{t}": v for t, v in
                                result.get("perception_accuracy", {}).items()}})
         mlflow.log_table({k: [str(s[k]) for s in result["samples"]]
