@@ -156,6 +156,7 @@ def test_the_dev_labels_choose_the_power_and_the_model_keeps_it(model_and_tokeni
     assert chosen["evidence_power"] == 3.0
     assert chosen["evidence_power_dev_ua"][5.0] == chosen["evidence_power_dev_ua"][3.0] == 1.0
     assert chosen["evidence_power_dev_ua"][1.0] < 1.0
+    assert "evidence_power_minutes" in chosen  # the cost, logged beside the choice
     assert [p for p, _, _ in seen] == [1.0, 3.0, 5.0]
     assert all(tokens == train.LABEL_FIRST_TOKENS and norm == {SPEAKER_NORM}
                for _, tokens, norm in seen)
