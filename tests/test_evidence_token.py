@@ -174,8 +174,10 @@ def test_evidence_tokens_need_the_warm_up_and_the_perception_tasks():
         SFTConfig(evidence_power_grid=[])
     with pytest.raises(ValueError, match="evidence_power_grid"):
         SFTConfig(evidence_power_grid=[1.0, -2.0])
+    with pytest.raises(ValueError, match="freeze_warmed_encoder"):
+        SFTConfig(evidence_token=False, level_evidence=False, encoder_pretrain_epochs=0)
     SFTConfig(evidence_token=False, level_evidence=False, encoder_pretrain_epochs=0,
-              perception_ratio=0.0, evidence_power_grid=[1.0])
+              perception_ratio=0.0, evidence_power_grid=[1.0], freeze_warmed_encoder=False)
 
 
 def test_adding_evidence_tokens_leaves_every_other_weight_and_the_random_stream(tiny_lm, monkeypatch):

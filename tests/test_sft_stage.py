@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from safetensors.torch import load_file
 
 from components.cli import main
 from components.config import Params
@@ -114,6 +115,12 @@ def test_sft_trains_and_predicts(pipeline, tmp_path, capsys, monkeypatch):
     assert moved
     lora_b = dict(trained.named_parameters())[next(n for n in moved if "lora_B" in n)]
     assert lora_b.abs().sum() > 0  # LoRA B starts at zero: training moved it
+    # the warm-up's encoder and prosody projector, which its heads read, were kept as they were
+    warm = load_file(out / "encoder_classifier.safetensors")
+    state = trained.model.state_dict()
+    kept = [k for k in warm if not k.startswith("head.")]
+    assert any(k.startswith("prosody_projector.") for k in kept)
+    assert all(torch.equal(state[k], warm[k]) for k in kept)
     report = json.loads((out / "eval.json").read_text())
     assert {"dev_accuracy", "dev_accuracy_unknown_speaker", "majority_rate",
             "perception_accuracy", "samples"} <= set(report)

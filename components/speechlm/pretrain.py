@@ -47,6 +47,12 @@ def _warmed_modules(backbone: nn.Module) -> list[nn.Module]:
     return [m for m in (backbone.audio_encoder, backbone.prosody_projector) if m is not None]
 
 
+def freeze_warmed(model: nn.Module) -> None:
+    """Stop training what the warm-up trained (encoder, prosody projector) from here on."""
+    for module in _warmed_modules(model.model):
+        module.requires_grad_(False)
+
+
 def _device(backbone: nn.Module) -> torch.device:
     """Where the encoder is: the warm-up runs there (the device SFT trains on)."""
     return next(backbone.audio_encoder.parameters()).device

@@ -45,7 +45,7 @@ from components.speechlm.collate import AudioSource, SpeechCollator
 from components.speechlm.evidence_fit import prepare_evidence, prepare_level_evidence
 from components.speechlm.formats import PERCEPTION_TASKS, parse_output
 from components.speechlm.model import IGNORE
-from components.speechlm.pretrain import CLASSIFIER_FILE, pretrain_encoder
+from components.speechlm.pretrain import CLASSIFIER_FILE, freeze_warmed, pretrain_encoder
 from components.speechlm.prosody_vector import (
     PROSODY_DIM,
     population_stats,
@@ -382,6 +382,8 @@ def train_sft(params: Params, out: Path) -> dict:
                 log=lambda metrics, epoch: mlflow.log_metrics(metrics, step=epoch),
                 classifier_out=checkpoints)
             (checkpoints / PRETRAINED_FILE).write_text(json.dumps(pretrained))
+        if cfg.freeze_warmed_encoder:
+            freeze_warmed(model)
         steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
         dev_ser = [e for e in dev if e["task"] == "ser"]
         every = "steps" if cfg.save_steps else "epoch"
