@@ -198,11 +198,17 @@ def agreement_clips(n: int, manifest: Path) -> list[np.ndarray]:
             for p in test["audio_path"]]
 
 
+ANSWERED_CLIPS = 8
+"""Clips whose full answers each dtype writes (the rest are scored for the label only)."""
+
+
 def dtypes(folder: Path, new_tokens: int, repeats: int, clips: list[np.ndarray],
            served: InferenceConfig) -> list[tuple]:
-    """Per serving dtype: generation tokens/s at batch 1, full-answer p50 on the 4 s clip, and
-    how often its label agrees with float32's on `clips` (labels from scoring); decoded as
-    `served` says."""
+    """Per serving dtype: generation tokens/s at batch 1, full-answer p50 on the 4 s clip, how
+    often its label agrees with float32's on `clips` (labels from scoring), and, on the first
+    `ANSWERED_CLIPS` of them, the share of well-formed full answers and their mean length in
+    tokens (a full answer's time is its length times the time per token: a faster dtype whose
+    answers run on to the token limit is no faster); decoded as `served` says."""
     from components.serve.predictor import DTYPES, load_predictor
 
     rows, reference, base = [], None, None
@@ -212,14 +218,21 @@ def dtypes(folder: Path, new_tokens: int, repeats: int, clips: list[np.ndarray],
         rate, _, _ = generation(predictor, new_tokens, repeats)
         _, full = label_only(predictor, repeats)
         labels = [r["label"] for r in predictor.predict_audio(clips, rationale=False)]
+        answers = predictor.predict_audio(clips[:ANSWERED_CLIPS])
+        formed = sum(r["well_formed"] for r in answers) / len(answers)
+        length = statistics.mean(len(predictor.tokenizer(r["output"], add_special_tokens=False)
+                                     ["input_ids"]) for r in answers)
         if reference is None:
-            reference, base = labels, (rate, full)
+            reference, base = labels, (rate, full, length)
         agree = sum(a == b for a, b in zip(labels, reference)) / len(labels)
         rows += [(f"{dtype}: generation, batch 1 (tokens/s)", rate, "float32: ratio",
                   rate / base[0]),
                  (f"{dtype}: full answer p50 (s)", full, "float32: ratio", full / base[1]),
                  (f"{dtype}: label agreement with float32", agree,
-                  f"on {len(labels)} clips", None)]
+                  f"on {len(labels)} clips", None),
+                 (f"{dtype}: well-formed full answers", formed, f"on {len(answers)} clips", None),
+                 (f"{dtype}: tokens per full answer", length, "float32: ratio",
+                  length / base[2])]
     return rows
 
 
