@@ -314,7 +314,8 @@ class SFTConfig:
     """Keep the encoder and the prosody projector as the warm-up left them during SFT: the
     evidence tokens' heads were fitted on them, and an encoder trained on through the LM's loss
     drifts away from its heads (on RAVDESS fold 0 the warm-up head fell from UA 0.539 to 0.512
-    over the SFT-trained encoder). The frame projector and LoRA still train."""
+    over the SFT-trained encoder). The frame projector and the LM's LoRA still train; an adapted
+    Whisper encoder's LoRA (`encoder_lora_r`) trains in the warm-up only."""
     encoder_pretrain_epochs: int = 6
     """Epochs of training the encoder as an emotion classifier before SFT (0: none)."""
     encoder_pretrain_learning_rate: float = 1e-3
