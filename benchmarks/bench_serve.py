@@ -211,14 +211,16 @@ def dtypes(folder: Path, new_tokens: int, repeats: int, clips: list[np.ndarray],
     answers run on to the token limit is no faster); decoded as `served` says."""
     from components.serve.predictor import DTYPES, load_predictor
 
-    rows, reference, base = [], None, None
+    rows, reference, base, measured = [], None, None, None
     for dtype in DTYPES:
         predictor = load_predictor(folder, dtype=dtype, repeat_block=served.repeat_block,
                                    claim_guard=served.claim_guard)
         rate, _, _ = generation(predictor, new_tokens, repeats)
         _, full = label_only(predictor, repeats)
-        labels = [r["label"] for r in predictor.predict_audio(clips, rationale=False)]
-        answers = predictor.predict_audio(clips[:ANSWERED_CLIPS])
+        if measured is None:  # transcripts, cues and frames do not depend on the dtype
+            measured = predictor.measure_audio(clips)
+        labels = [r["label"] for r in predictor.predict_clips(measured, rationale=False)]
+        answers = predictor.predict_clips(measured[:ANSWERED_CLIPS])
         formed = sum(r["well_formed"] for r in answers) / len(answers)
         length = statistics.mean(len(predictor.tokenizer(r["output"], add_special_tokens=False)
                                      ["input_ids"]) for r in answers)
