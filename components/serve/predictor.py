@@ -21,6 +21,7 @@ import copy
 import json
 import math
 import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -492,6 +493,9 @@ class Predictor:
 
 
 DTYPES = ("float32", "bfloat16", "int8")
+INT8_WARNING = ("serve.dtype int8 damages the answers: labels disagree with float32 and most "
+                "rationales come out malformed and twice as long (benchmarks/bench_serve.py "
+                "measures both); serve float32 or bfloat16")
 
 
 def cast_for_serving(model, dtype: str):
@@ -500,16 +504,18 @@ def cast_for_serving(model, dtype: str):
     `float32` as trained; `bfloat16` weights and activations (fast on CPUs with AVX-512 BF16 and
     on GPUs); `int8` dynamic quantization of the LM's linear layers (weights int8 with one scale
     per output channel, activations quantized per batch: CPU; the LM head stays float32). int8
-    is not fit for labels yet: on the demo model it agreed with float32 on 7 of 40 clips."""
+    is not fit for serving yet and says so in a warning: on the demo model its label agreed
+    with float32 on 7 of 40 clips; on a RAVDESS fold-0 model 1 of 8 full answers was well formed
+    (float32: 8 of 8), twice as long, so the full answer was slower than float32's."""
     if dtype not in DTYPES:
         raise ValueError(f"serving dtype must be one of {DTYPES}, got {dtype!r}")
+    if dtype == "int8":
+        warnings.warn(INT8_WARNING, UserWarning, stacklevel=2)
     if model.has_lora:
         model.merge_lora()
     if dtype == "bfloat16":
         return model.to(torch.bfloat16)
     if dtype == "int8":
-        import warnings
-
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
         with warnings.catch_warnings():
