@@ -4,7 +4,8 @@ SpeechLM's generation costs next to stock transformers.
 Side by side in one run, printed as one table with ratios:
 - REST latency p50/p95 and throughput at 1 and 4 concurrent clients against a
   `mlflow models serve` of the model (logged to a throwaway MLflow store), or against the
-  pyfunc in this process with `--in-process`;
+  pyfunc in this process with `--in-process`; and p50 at 1 client of the label-only request
+  (`"params": {"rationale": false}`) and of both requests with the client's transcript;
 - `predict_audio` on 8 clips: batched (batch 8) against one clip at a time;
 - label and probabilities only (`rationale=False`) against the full answer, p50, with the
   model's speech recognition and with a transcript the client sends (no recognition), and
@@ -83,6 +84,22 @@ def run_clients(call, clients: int, requests: int) -> tuple[list[float], float]:
         for future in [pool.submit(client) for _ in range(clients)]:
             future.result()
     return latencies, time.perf_counter() - start
+
+
+def request_frame(transcript: str | None) -> pd.DataFrame:
+    """One 4-second clip, with the transcript a client sends (None: the model recognises it)."""
+    frame = pd.DataFrame({"audio": [clip_b64()]})
+    if transcript is not None:
+        frame["transcript"] = [transcript]
+    return frame
+
+
+def request_body(transcript: str | None, rationale: bool) -> bytes:
+    """The JSON of a REST request for `request_frame(transcript)`; `rationale` false asks for
+    label and probabilities only."""
+    frame = request_frame(transcript)
+    return json.dumps({"dataframe_split": frame.to_dict(orient="split", index=False),
+                       "params": {"rationale": rationale}}).encode()
 
 
 def rest_caller(url: str, body: bytes):
@@ -272,18 +289,24 @@ def main() -> None:
               "repeat_block": served.repeat_block, "claim_guard": served.claim_guard}
     pyfunc.load_context(PythonModelContext({"model": str(folder)}, config))
     predictor = pyfunc.predictor
-    frame = pd.DataFrame({"audio": [clip_b64()]})
-    body = json.dumps({"dataframe_split": frame.to_dict(orient="split", index=False)}).encode()
+    # the requests a client makes: (transcript it sends, rationale wanted)
+    kinds = {"full answer": (None, True), "label only": (None, False),
+             "label only, client's transcript": (GIVEN, False),
+             "full answer, client's transcript": (GIVEN, True)}
 
     with tempfile.TemporaryDirectory() as tmp:
         server = None
         if args.in_process:
             where = "in-process pyfunc"
 
-            def call() -> None:
-                out = pyfunc.predict(None, frame)
-                if out["error"].iloc[0]:
-                    raise RuntimeError(out["error"].iloc[0])
+            def caller(transcript: str | None, rationale: bool):
+                frame = request_frame(transcript)
+
+                def call() -> None:
+                    out = pyfunc.predict(None, frame, {"rationale": rationale})
+                    if out["error"].iloc[0]:
+                        raise RuntimeError(out["error"].iloc[0])
+                return call
         else:
             import mlflow
 
@@ -300,10 +323,16 @@ def main() -> None:
                                               workers=args.workers, request_timeout_s=600,
                                               wait_s=600)
             where = f"mlflow models serve, {args.workers} worker(s)"
-            call = rest_caller(f"http://127.0.0.1:{port}/invocations", body)
+            url = f"http://127.0.0.1:{port}/invocations"
+
+            def caller(transcript: str | None, rationale: bool):
+                return rest_caller(url, request_body(transcript, rationale))
         try:
+            call = caller(*kinds["full answer"])
             call()  # warm-up
             serving = {c: run_clients(call, c, requests) for c in (1, 4)}
+            one_client = {kind: run_clients(caller(*how), 1, requests)[0]
+                          for kind, how in kinds.items() if kind != "full answer"}
         finally:
             if server is not None:
                 stop_model_server(server)
@@ -320,6 +349,8 @@ def main() -> None:
         ("throughput, 1 client (clips/s)", tput[1], "", None),
         ("throughput, 4 clients (clips/s)", tput[4], "1 client", tput[4] / tput[1]),
     ]
+    rows += [(f"latency p50, 1 client, {kind} (s)", percentile(lat, 50), "full answer p50",
+              percentile(lat, 50) / percentile(one[0], 50)) for kind, lat in one_client.items()]
     # torch work on the thread that loaded the model, as served (components.serve.torch_thread)
     alone, batched = on_torch_thread(batching, predictor, 8)
     rows.append(("predict_audio, 8 clips batched (s)", batched, "one by one: speed-up",

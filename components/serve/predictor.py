@@ -510,7 +510,7 @@ def cast_for_serving(model, dtype: str):
     if dtype not in DTYPES:
         raise ValueError(f"serving dtype must be one of {DTYPES}, got {dtype!r}")
     if dtype == "int8":
-        warnings.warn(INT8_WARNING, UserWarning, stacklevel=2)
+        warnings.warn(INT8_WARNING, UserWarning, stacklevel=3)  # at load_predictor's caller
     if model.has_lora:
         model.merge_lora()
     if dtype == "bfloat16":
