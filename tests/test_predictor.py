@@ -1,5 +1,6 @@
 """The serving predictor: label probabilities by scoring, the reported label is their argmax,
 batches answer as clips one by one, and the encoder's own classifier is kept with the model."""
+import contextlib
 import json
 
 import numpy as np
@@ -121,10 +122,9 @@ def test_the_warmed_up_encoder_and_its_head_are_kept_and_classify(trained, clips
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "int8"])
 def test_serving_dtypes_answer_from_an_adapter_folder(trained, clips, dtype):
-    if dtype == "int8":
-        with pytest.warns(UserWarning, match="int8 damages the answers"):
-            model = load_predictor(trained, max_new_tokens=6, dtype=dtype)
-    else:
+    warned = (pytest.warns(UserWarning, match="int8 damages the answers") if dtype == "int8"
+              else contextlib.nullcontext())
+    with warned:
         model = load_predictor(trained, max_new_tokens=6, dtype=dtype)
     assert not model.model.has_lora  # merged before casting
     results = model.predict_clips(clips[1][:2], rationale=True)
