@@ -1,5 +1,6 @@
-"""Features benchmark: real-time factor per core of each extractor, and the whole stage's
-speed-up from 1 to 2 worker processes.
+"""Features benchmark: real-time factor per core of each extractor, each transcriber's word
+error rate against the corpus's own transcripts, and the whole stage's speed-up from 1 to 2
+worker processes.
 
 Clips: RAVDESS dev when present ($EMOREASON_SHARED_DATA/ravdess-dev), else a generated demo
 corpus. RTF = processing seconds / audio seconds (lower is faster); "x real time" = 1 / RTF.
@@ -16,11 +17,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{tempfile.gettempdir()}/bench-mlflow.db")
 
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from components.audio_io import read_audio  # noqa: E402
 from components.config import DemoConfig, FeaturesConfig, SplitConfig  # noqa: E402
-from components.features.asr import make_transcriber  # noqa: E402
+from components.features.asr import make_transcriber, word_error_rate  # noqa: E402
 from components.features.egemaps import egemaps_functionals  # noqa: E402
 from components.features.frames import frame_features  # noqa: E402
 from components.features.prosody import f0_track, measure_prosody  # noqa: E402
@@ -65,17 +67,23 @@ def main() -> None:
         seconds = sum(len(a) for a in audio) / 16000
         print(f"{len(audio)} {name} clips, {seconds:.1f} s of audio; one process")
         tracks = [f0_track(a, 16000) for a in audio]
-        asr = make_transcriber("pocketsphinx")
+        asr = {spec: make_transcriber(spec) for spec in ("moonshine", "pocketsphinx")}
         extractors = {
             "prosody (F0 two passes + measures)": lambda i: measure_prosody(
                 audio[i], 16000, texts[i], track=f0_track(audio[i], 16000)),
             "eGeMAPS (openSMILE)": lambda i: egemaps_functionals(audio[i], 16000),
-            "ASR (PocketSphinx)": lambda i: asr.transcribe(audio[i]),
+            "ASR (Moonshine, the default)": lambda i: asr["moonshine"].transcribe(audio[i]),
+            "ASR (PocketSphinx)": lambda i: asr["pocketsphinx"].transcribe(audio[i]),
             "encoder inputs (given the F0 track)": lambda i: frame_features(audio[i], tracks[i]),
         }
         for label, fn in extractors.items():
             took = timed(fn, range(len(audio)))
             print(f"  {label:38s} RTF {took / seconds:.4f}  = {seconds / took:7.1f}x real time")
+        if all(texts):  # word error rate against the corpus's own transcripts
+            for spec, transcriber in asr.items():
+                wer = np.mean([word_error_rate(t, transcriber.transcribe(a)[0])
+                               for t, a in zip(texts, audio)])
+                print(f"  ASR word error rate, {spec:12s} {wer:.3f}")
         stage = {}
         for workers in (1, 2):
             cfg = FeaturesConfig(workers=workers, cache_dir=str(tmp / f"cache{workers}"),

@@ -352,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     fe.add_argument("--levels", help="reuse these level cut points instead of fitting them")
     fe.add_argument("--engine", choices=["process", "ray"], help="default features.engine")
     fe.add_argument("--workers", type=int, help="parallel workers (default features.workers)")
-    fe.add_argument("--asr", help="pocketsphinx or whisper:<model> (default features.asr)")
+    fe.add_argument("--asr", help="moonshine, moonshine:<folder>, pocketsphinx or whisper:<model> (default features.asr)")
     fe.set_defaults(func=cmd_features)
 
     d = sub.add_parser(

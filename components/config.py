@@ -116,8 +116,9 @@ class FeaturesConfig:
     """process (a local process pool) or ray (Ray Data; a cluster when ray_address is set)."""
     workers: int = 2
     ray_address: str | None = None
-    asr: str = "pocketsphinx"
-    """Transcriber for clips without a reference: pocketsphinx or whisper:<model id or path>."""
+    asr: str = "moonshine"
+    """Transcriber for clips without a reference and at serving: moonshine (bundled),
+    moonshine:<folder>, pocketsphinx or whisper:<model id or path>."""
     asr_on_reference: bool = False
     """Also transcribe clips that have a reference, to report the ASR's WER."""
     frames: bool = True

@@ -187,11 +187,11 @@ def test_clips_without_a_reference_are_transcribed_and_wer_is_kept_when_asked(co
                               _params(tmp_path, frames=False, asr_on_reference=True).features,
                               tmp_path, levels=_levels_for(df, root, tmp_path))
     asr_row, ref_row = feats.iloc[0], feats.iloc[1]
-    assert asr_row["transcript_source"] == "asr:pocketsphinx"
+    assert asr_row["transcript_source"] == "asr:moonshine"  # the default transcriber
     assert 0.0 <= asr_row["asr_confidence"] <= 1.0 and np.isnan(asr_row["asr_wer"])
     assert ref_row["transcript_source"] == "reference"
     assert ref_row["transcript"] == two.iloc[1]["transcript"]
-    assert ref_row["asr_wer"] >= 0.0  # never asserting what PocketSphinx hears in eSpeak
+    assert ref_row["asr_wer"] >= 0.0  # never asserting what ASR hears in eSpeak
 
 
 def _levels_for(df, root, tmp_path):

@@ -29,7 +29,7 @@ TINY_SPEECHLM = {"encoder_dim": 32, "encoder_heads": 2, "encoder_layers": 1, "lo
 
 
 def save_tiny_model_folder(folder: Path, labels: list[str] | None = None, seed: int = 0,
-                           merged: bool = True, asr: str = "pocketsphinx") -> Path:
+                           merged: bool = True, asr: str = "moonshine") -> Path:
     """A model folder shaped like `emoreason sft` writes it (random weights): the SpeechLM with
     a prosody token, task.json, levels.json and prosody_norm.json. `merged`: LoRA folded in,
     self-contained like `emoreason model export`; else an adapter folder whose base LM is

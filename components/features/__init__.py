@@ -2,7 +2,8 @@
 
 - `prosody`: F0 track, prosody measurements and intonation contour (Praat via parselmouth);
 - `egemaps`: the 88 eGeMAPS v02 functionals (openSMILE);
-- `asr`: transcripts (PocketSphinx or Whisper) and word error rate;
+- `asr`: transcripts (Moonshine, PocketSphinx or Whisper) and word error rate;
+- `moonshine`: the bundled Moonshine files as ONNX Runtime sessions, greedy decoding;
 - `frames`: the frame-level encoder input and its shard files;
 - `levels`: low/normal/high levels from cut points fitted on the training split;
 - `captions`: a short text caption of the prosody of a clip.

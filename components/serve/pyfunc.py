@@ -38,8 +38,8 @@ OUTPUT_COLUMNS = ("transcript", "label", "probabilities", "rationale", "cues", "
                   "flags", "error")
 SERVING_REQUIREMENTS = (
     "mlflow", "torch", "transformers", "tokenizers", "safetensors", "peft", "numpy", "pandas",
-    "scipy", "soundfile", "opensmile", "praat-parselmouth", "pocketsphinx", "pyyaml", "tqdm",
-    "jiwer",
+    "scipy", "soundfile", "opensmile", "praat-parselmouth", "pocketsphinx", "moonshine-cpp",
+    "onnxruntime", "onnx", "pyyaml", "tqdm", "jiwer",
 )
 """Distributions serving imports, pinned to the installed versions when a model is logged."""
 TRAINING_RECORDS = ("checkpoints", "eval.json")
