@@ -210,3 +210,25 @@ def test_a_reference_of_punctuation_only_keeps_the_clip_with_no_wer(corpus, tmp_
     row = feats.iloc[0]
     assert row["transcript"] == "... ?!" and row["transcript_source"] == "reference"
     assert np.isnan(row["asr_wer"]) and np.isfinite(row["f0_median_hz"])
+
+
+def test_speech_recognition_beside_the_measurements_gives_the_same_row(corpus, monkeypatch):
+    """A concurrent transcriber runs on its own thread while the clip is measured; the row is
+    the one the same transcriber gives in line, and its errors still reach the caller."""
+    root, df = corpus
+    job = ClipJob(utt_id="u", audio=str(root / "audio" / df.iloc[0]["audio_path"]), frames=True)
+    transcriber = extract_mod._transcriber(job.asr)
+    assert transcriber.concurrent
+    beside, frames_beside = extract_mod._measure(job)
+    monkeypatch.setattr(transcriber, "concurrent", False)
+    in_line, frames_in_line = extract_mod._measure(job)
+    assert beside == in_line and beside["transcript_source"] == "asr:moonshine"
+    np.testing.assert_array_equal(frames_beside, frames_in_line)
+
+    def fails(audio):
+        raise RuntimeError("recogniser crashed")
+
+    monkeypatch.setattr(transcriber, "concurrent", True)
+    monkeypatch.setattr(transcriber, "transcribe", fails)
+    with pytest.raises(RuntimeError, match="recogniser crashed"):
+        extract_mod._measure(job)

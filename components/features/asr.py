@@ -25,6 +25,10 @@ WHISPER_MAX_NEW_TOKENS = 200
 
 class Transcriber(Protocol):
     spec: str
+    concurrent: bool
+    """Whether `transcribe` may run on a thread of its own beside the acoustic measurements:
+    it must run no torch ops, as torch's CPU ops from a second thread slow every forward of
+    the process (components/serve/torch_thread.py)."""
 
     def transcribe(self, audio16k: np.ndarray) -> tuple[str, float]:
         """(text, confidence in [0, 1]) for 16 kHz mono float audio."""
@@ -56,6 +60,7 @@ class PocketSphinxTranscriber:
         from pocketsphinx import Decoder
 
         self.spec = "pocketsphinx"
+        self.concurrent = True
         self._decoder = Decoder(samprate=SR, loglevel="FATAL")
 
     def transcribe(self, audio16k: np.ndarray) -> tuple[str, float]:
@@ -92,6 +97,7 @@ class WhisperTranscriber:
         from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
         self.spec = f"whisper:{model}"
+        self.concurrent = False  # torch
         self._torch = torch
         self._device = "cuda" if torch.cuda.is_available() else "cpu"
         self._processor = WhisperProcessor.from_pretrained(model)
@@ -132,6 +138,7 @@ class MoonshineTranscriber:
         from components.features.moonshine import MoonshineDecoder
 
         self.spec = f"moonshine:{folder}" if folder else "moonshine"
+        self.concurrent = True  # ONNX Runtime releases the GIL while it runs
         self._decoder = MoonshineDecoder(folder)
 
     def transcribe(self, audio16k: np.ndarray) -> tuple[str, float]:

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from components.audio_io import AudioReadError, read_audio
 from components.cache_keys import code_hash
 
 RENAMED = {"jitter_local": "jitter", "shimmer_local": "shimmer", "contour": "intonation"}
+_BESIDE = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr")
+"""Runs a transcriber that may (`Transcriber.concurrent`) beside the acoustic measurements."""
 
 
 @dataclass(frozen=True)
@@ -153,26 +156,36 @@ def _measure(job: ClipJob) -> tuple[dict, np.ndarray | None]:
         return row, None
     flags: list[str] = []
     transcript, source, confidence, wer = job.reference, "reference", math.nan, math.nan
+    heard = None
     if not job.reference or job.asr_on_reference:
-        text, confidence = _transcriber(job.asr).transcribe(audio)
+        # Speech recognition runs beside the measurements that do not need the transcript
+        # (a real 4 s clip is measured in 0.19 s instead of 0.32 s with Moonshine).
+        transcriber = _transcriber(job.asr)
+        if transcriber.concurrent:
+            heard = _BESIDE.submit(transcriber.transcribe, audio)
+        else:
+            heard = Future()
+            heard.set_result(transcriber.transcribe(audio))
+    egemaps = egemaps_functionals(audio, sr)
+    track = f0_track(audio, sr, job.speaker_f0_median_hz)
+    frames = frame_features(audio, track).astype(np.float16) if job.frames else None
+    if heard is not None:
+        text, confidence = heard.result()
         if not job.reference:
             transcript, source = text, f"asr:{job.asr}"
             if not text.strip():
                 flags.append("transcript:asr_empty")
         elif normalise_words(job.reference):  # a reference of punctuation only has no WER
             wer = word_error_rate(job.reference, text)
-    track = f0_track(audio, sr, job.speaker_f0_median_hz)
     # the rate counts syllable nuclei in the audio; the transcript's count is a cross-check
     prosody = measure_prosody(audio, sr, transcript or None, track=track)
     flags = list(prosody.pop("flags")) + flags
-    egemaps = egemaps_functionals(audio, sr)
     if not np.all(np.isfinite(egemaps)):
         flags.append("egemaps:non_finite")
     row = {RENAMED.get(k, k): v for k, v in prosody.items()}
     row.update(egemaps=[float(v) for v in egemaps], transcript=transcript,
                transcript_source=source, asr_confidence=float(confidence), asr_wer=float(wer),
                flags=flags)
-    frames = frame_features(audio, track).astype(np.float16) if job.frames else None
     row["n_frames"] = 0 if frames is None else int(frames.shape[0])
     return row, frames
 
