@@ -123,6 +123,10 @@ class FeaturesConfig:
     """Also transcribe clips that have a reference, to report the ASR's WER."""
     frames: bool = True
     """Write the frame-level encoder inputs (log-mel + log-F0 + voicing + energy) as shards."""
+    speech_embedding: str = "none"
+    """`moonshine`: also a pretrained clip embedding (`speech_embedding`, the bundled Moonshine
+    encoder's states mean- and std-pooled, 832 numbers, and `speech_embedding_spknorm`); a
+    SpeechLM trained on such features appends it to its prosody vector. `none`: not computed."""
     shard_size: int = 256
     cache_dir: str = ".emoreason/cache/features"
     """Content-hash cache of finished clips, outside DVC outputs so it survives re-runs."""

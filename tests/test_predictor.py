@@ -144,6 +144,8 @@ def test_a_given_transcript_replaces_speech_recognition(predictor, pipeline, mon
     heard = []
 
     class Recorder:
+        concurrent = True
+
         def transcribe(self, audio):
             heard.append(len(audio))
             return "recognised words", 0.5

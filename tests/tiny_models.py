@@ -29,23 +29,28 @@ TINY_SPEECHLM = {"encoder_dim": 32, "encoder_heads": 2, "encoder_layers": 1, "lo
 
 
 def save_tiny_model_folder(folder: Path, labels: list[str] | None = None, seed: int = 0,
-                           merged: bool = True, asr: str = "moonshine") -> Path:
+                           merged: bool = True, asr: str = "moonshine",
+                           speech_embedding: str = "none") -> Path:
     """A model folder shaped like `emoreason sft` writes it (random weights): the SpeechLM with
     a prosody token, task.json, levels.json and prosody_norm.json. `merged`: LoRA folded in,
     self-contained like `emoreason model export`; else an adapter folder whose base LM is
-    saved beside it (`<folder>-lm`)."""
+    saved beside it (`<folder>-lm`). `speech_embedding: moonshine`: the prosody vector also
+    holds the clip embedding, as after `features.speech_embedding: moonshine`."""
     import numpy as np
     import pandas as pd
 
     from components.features.egemaps import EGEMAPS_NAMES
     from components.features.levels import fit_levels, save_levels
+    from components.features.moonshine import EMBEDDING_DIM
     from components.speechlm.io import build_speechlm, save_speechlm, write_task
-    from components.speechlm.prosody_vector import PROSODY_DIM, save_stats
+    from components.speechlm.prosody_vector import save_stats
 
     folder = Path(folder)
     lm = save_tiny_lm(folder.parent / f"{folder.name}-lm", seed=seed)
     torch.manual_seed(seed)
-    model, tokenizer = build_speechlm(str(lm), prosody_dim=PROSODY_DIM, **TINY_SPEECHLM)
+    names = list(EGEMAPS_NAMES) + ([f"speech_embedding_{i}" for i in range(EMBEDDING_DIM)]
+                                   if speech_embedding != "none" else [])
+    model, tokenizer = build_speechlm(str(lm), prosody_dim=len(names), **TINY_SPEECHLM)
     if merged:
         model.merge_lora()
     save_speechlm(model, tokenizer, folder)
@@ -58,8 +63,8 @@ def save_tiny_model_folder(folder: Path, labels: list[str] | None = None, seed: 
         "pause_ratio": rng.uniform(0, 0.3, n)}))
     save_levels(folder / "training_levels.json", levels)
     write_task(folder, "explain_after", "asr", list(labels or ["neutral", "happy", "sad", "angry"]),
-               asr, folder / "training_levels.json")
+               asr, folder / "training_levels.json", speech_embedding=speech_embedding)
     (folder / "training_levels.json").unlink()
-    save_stats(folder, {"names": list(EGEMAPS_NAMES), "n_clips": n,
-                        "mean": [0.0] * PROSODY_DIM, "std": [1.0] * PROSODY_DIM})
+    save_stats(folder, {"names": names, "n_clips": n,
+                        "mean": [0.0] * len(names), "std": [1.0] * len(names)})
     return folder

@@ -81,13 +81,15 @@ def encoder_predictions(folder: Path, rows: pd.DataFrame, frames_dir: Path, data
     from components.serve.predictor import frames_of
     from components.speechlm.encoders import collate_frames
     from components.speechlm.pretrain import EncoderClassifier
-    from components.speechlm.prosody_vector import finite
+    from components.speechlm.prosody_vector import speaker_vectors
 
     classifier = EncoderClassifier.load(folder).to(resolve_device(device))
     ids = rows["utt_id"].tolist()
     frames = frames_of(frames_dir, ids) if classifier.config.encoder == "frames" else None
     audio = _audio(rows, data_root) if frames is None else None
-    prosody = dict(zip(ids, rows["egemaps_spknorm"]))
+    prosody = None
+    if classifier.prosody_projector is not None:
+        prosody = dict(zip(ids, speaker_vectors(rows, classifier.config.prosody_dim)))
     probs = []
     for start in range(0, len(ids), batch_size):
         chunk = ids[start:start + batch_size]
@@ -97,7 +99,6 @@ def encoder_predictions(folder: Path, rows: pd.DataFrame, frames_dir: Path, data
             values, mask = classifier.audio_encoder.featurize([audio[u] for u in chunk])
         inputs = {"audio_values": values, "audio_mask": mask}
         if classifier.prosody_projector is not None:
-            inputs["prosody_values"] = torch.from_numpy(np.stack([finite(prosody[u])
-                                                                  for u in chunk]))
+            inputs["prosody_values"] = torch.from_numpy(np.stack([prosody[u] for u in chunk]))
         probs.append(classifier.predict_proba(inputs).cpu().numpy())
     return predictions(ids, classifier.labels, np.concatenate(probs)), classifier.labels

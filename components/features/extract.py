@@ -24,6 +24,7 @@ import numpy as np
 
 from components.audio_io import AudioReadError, read_audio
 from components.cache_keys import code_hash
+from components.features.moonshine import EMBEDDING_DIM, pooled_embedding
 
 RENAMED = {"jitter_local": "jitter", "shimmer_local": "shimmer", "contour": "intonation"}
 _BESIDE = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr")
@@ -41,6 +42,7 @@ class ClipJob:
     asr: str = "moonshine"
     asr_on_reference: bool = False
     frames: bool = True
+    speech_embedding: str = "none"
     cache_dir: str = ".emoreason/cache/features"
 
 
@@ -62,6 +64,8 @@ def cache_key(job: ClipJob, audio_hash: str) -> str:
         spec["speaker_f0_median_hz"] = round(spec["speaker_f0_median_hz"], 1)
     if job.reference and not job.asr_on_reference:
         spec.pop("asr")  # the transcriber is not used for this clip
+    if job.speech_embedding == "none":
+        spec.pop("speech_embedding")  # rows without it are what they were before it existed
     payload = json.dumps({"code": code_hash(__name__), "audio": audio_hash, **spec},
                          sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
@@ -110,6 +114,16 @@ def _transcriber(spec: str):
     return make_transcriber(spec)
 
 
+@functools.cache
+def _speech_encoder(spec: str):
+    """The encoder of `features.speech_embedding` (`moonshine`: the bundled Moonshine base-en)."""
+    if spec != "moonshine":
+        raise ValueError(f"unknown features.speech_embedding {spec!r}: use 'none' or 'moonshine'")
+    from components.features.moonshine import MoonshineDecoder
+
+    return MoonshineDecoder()
+
+
 def clip_f0_median(job: ClipJob) -> dict:
     """{'utt_id', 'f0_median_hz'} from a clip-level two-pass F0 track (NaN when unvoiced)."""
     from components.features.prosody import f0_track
@@ -153,6 +167,8 @@ def _measure(job: ClipJob) -> tuple[dict, np.ndarray | None]:
         row.update(intonation="uncertain", egemaps=[math.nan] * 88, transcript=job.reference,
                    transcript_source="reference" if job.reference else "none",
                    flags=[f"audio_unreadable ({exc})"], rate_source="none", n_frames=0)
+        if job.speech_embedding != "none":
+            row["speech_embedding"] = [math.nan] * EMBEDDING_DIM
         return row, None
     flags: list[str] = []
     transcript, source, confidence, wer = job.reference, "reference", math.nan, math.nan
@@ -186,6 +202,9 @@ def _measure(job: ClipJob) -> tuple[dict, np.ndarray | None]:
     row.update(egemaps=[float(v) for v in egemaps], transcript=transcript,
                transcript_source=source, asr_confidence=float(confidence), asr_wer=float(wer),
                flags=flags)
+    if job.speech_embedding != "none":
+        embedding = pooled_embedding(_speech_encoder(job.speech_embedding), audio)
+        row["speech_embedding"] = [float(v) for v in embedding]
     row["n_frames"] = 0 if frames is None else int(frames.shape[0])
     return row, frames
 

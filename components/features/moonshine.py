@@ -106,6 +106,22 @@ def onnx_graphs(folder: Path, cache: Path) -> dict[str, Path]:
     return paths
 
 
+EMBEDDING_DIM = 2 * 416
+MIN_EMBEDDING_SAMPLES = 2048
+"""The encoder's three strided convolutions need about 0.1 s of audio for one state."""
+
+
+def pooled_embedding(decoder: "MoonshineDecoder", audio: np.ndarray) -> np.ndarray:
+    """[832] mean and standard deviation over time of the encoder's states: a clip embedding
+    that knows far more about emotion than eGeMAPS (benchmarks/bench_speech_embedding.py);
+    NaN for audio too short to encode."""
+    audio = np.asarray(audio, dtype=np.float32)
+    if len(audio) < MIN_EMBEDDING_SAMPLES or not np.all(np.isfinite(audio)):
+        return np.full(EMBEDDING_DIM, np.nan, np.float32)
+    states = decoder.encode(audio)
+    return np.concatenate([states.mean(0), states.std(0)]).astype(np.float32)
+
+
 class MoonshineDecoder:
     """Moonshine's encoder and merged decoder as ONNX Runtime sessions, decoding greedily.
 

@@ -78,7 +78,7 @@ def _jobs(df: pd.DataFrame, root: Path, cfg: FeaturesConfig) -> list[ClipJob]:
         jobs.append(ClipJob(
             utt_id=row.utt_id, audio=path, reference=row.transcript or "", asr=cfg.asr,
             asr_on_reference=cfg.asr_on_reference, frames=cfg.frames,
-            cache_dir=str(Path(cfg.cache_dir).resolve()),
+            speech_embedding=cfg.speech_embedding, cache_dir=str(Path(cfg.cache_dir).resolve()),
         ))
     return jobs
 
@@ -118,10 +118,12 @@ def _write_frames(feats: pd.DataFrame, out: Path, shard_size: int) -> pd.DataFra
     return table
 
 
-def normalise_egemaps(feats: pd.DataFrame, min_speaker_clips: int = 5) -> pd.Series:
-    """eGeMAPS z-normalised over each speaker's clips (corpus x gender for speakers with
-    fewer than `min_speaker_clips`): voices differ more between speakers than emotions do."""
-    x = np.array(feats["egemaps"].tolist(), dtype=np.float64)
+def normalise_egemaps(feats: pd.DataFrame, min_speaker_clips: int = 5,
+                      column: str = "egemaps") -> pd.Series:
+    """eGeMAPS (or another vector `column`) z-normalised over each speaker's clips (corpus x
+    gender for speakers with fewer than `min_speaker_clips`): voices differ more between
+    speakers than emotions do."""
+    x = np.array(feats[column].tolist(), dtype=np.float64)
     counts = feats["speaker"].map(feats["speaker"].value_counts())
     group = np.where(counts >= min_speaker_clips, "spk:" + feats["speaker"].astype(str),
                      "cg:" + feats["corpus"].astype(str) + "/" + feats["gender"].astype(str))
@@ -152,6 +154,8 @@ def build_features(df: pd.DataFrame, root: Path, cfg: FeaturesConfig, out: Path,
         prosody_caption({**r, "contour": r["intonation"]}) for r in feats.to_dict("records")
     ]
     feats["egemaps_spknorm"] = normalise_egemaps(feats)
+    if "speech_embedding" in feats:
+        feats["speech_embedding_spknorm"] = normalise_egemaps(feats, column="speech_embedding")
     if cfg.frames:
         _write_frames(feats, out, cfg.shard_size)
     return feats.drop(columns=["frames_path", "cache_key"]), levels

@@ -58,7 +58,8 @@ def with_derived_columns(feats: pd.DataFrame, cfg: FeaturesGateConfig) -> pd.Dat
     frame["unusable"] = [unusable_reason(r, cfg) for r in feats.to_dict("records")]
     frame["egemaps_len"] = [len(v) for v in feats["egemaps"]]
     frame["egemaps_spknorm_len"] = [len(v) for v in feats["egemaps_spknorm"]]
-    return frame.drop(columns=["egemaps", "egemaps_spknorm", "flags"])
+    vectors = [c for c in ("speech_embedding", "speech_embedding_spknorm") if c in frame]
+    return frame.drop(columns=["egemaps", "egemaps_spknorm", "flags", *vectors])
 
 
 def features_suite(cfg: FeaturesGateConfig, manifest_ids: list[str]) -> gx.ExpectationSuite:

@@ -46,7 +46,7 @@ from components.speechlm.formats import (
     parse_output,
 )
 from components.speechlm.io import LEVELS_FILE, TASK_FILE
-from components.speechlm.prosody_vector import clip_vectors, load_stats
+from components.speechlm.prosody_vector import clip_vectors, load_stats, raw_vectors
 from components.speechlm.zeroshot import clip_cues, text_prompt
 
 Turns = Sequence[tuple[str, str]]
@@ -185,10 +185,11 @@ class Predictor:
                 paths.append(Path(tmp) / f"clip{i:05d}.wav")
                 sf.write(paths[-1], np.asarray(clip, dtype=np.float32), SR, subtype="FLOAT")
             feats = clip_cues(paths, self.task["asr"], self.folder / LEVELS_FILE, speakers,
-                              transcripts, frames=self.uses_frames)
+                              transcripts, frames=self.uses_frames,
+                              speech_embedding=self.task.get("speech_embedding", "none"))
         prosody = [None] * len(audio)
         if self._stats is not None:
-            prosody = list(clip_vectors(np.array(feats["egemaps"].tolist()), self._stats,
+            prosody = list(clip_vectors(raw_vectors(feats, self.model.config.prosody_dim), self._stats,
                                         speakers))
         return [ClipInput(transcript=row["transcript"] or "", caption=row["prosody_caption"],
                           cues=cues_of(row), audio=np.asarray(a, dtype=np.float32), prosody=p,
@@ -565,14 +566,15 @@ def clips_from_features(features: pd.DataFrame, frames: dict[str, np.ndarray] | 
                         ) -> list[ClipInput]:
     """Inputs of clips the features stage measured: its transcript, caption, levels, frames
     and speaker-normalised eGeMAPS (the speaker is known, as in training)."""
-    from components.speechlm.prosody_vector import finite
+    from components.speechlm.prosody_vector import speaker_vectors
 
+    prosody = speaker_vectors(features, predictor.model.config.prosody_dim) if predictor.uses_prosody \
+        else [None] * len(features)
     clips = []
-    for row in features.to_dict("records"):
+    for row, vector in zip(features.to_dict("records"), prosody):
         utt = row["utt_id"]
         clips.append(ClipInput(
             transcript=row["transcript"] or "", caption=row["prosody_caption"],
             cues=cues_of(row), frames=None if frames is None else frames[utt],
-            audio=None if audio is None else audio[utt],
-            prosody=finite(row["egemaps_spknorm"]) if predictor.uses_prosody else None))
+            audio=None if audio is None else audio[utt], prosody=vector))
     return clips

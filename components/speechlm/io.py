@@ -259,12 +259,15 @@ def export_merged(folder: str | Path, out: str | Path) -> Path:
 
 def write_task(folder: Path, fmt: str, transcript_source: str, labels: list[str],
                asr: str, levels: Path | str, inputs: str = "audio",
-               prosody_caption: bool = False) -> None:
+               prosody_caption: bool = False, speech_embedding: str = "none") -> None:
     """What prediction needs besides the weights: the task (`inputs`: `audio`, soft audio
     tokens, or `text`, transcript and prosody caption only; `prosody_caption`: an audio model
-    also reads the caption in its SER prompt) and the training corpus's level cut points,
-    against which a new clip's cues are described."""
-    (folder / TASK_FILE).write_text(json.dumps(
-        {"format": fmt, "transcript_source": transcript_source, "labels": labels, "asr": asr,
-         "inputs": inputs, "prosody_caption": prosody_caption}, indent=2) + "\n")
+    also reads the caption in its SER prompt; `speech_embedding`: the clip embedding its
+    features had) and the training corpus's level cut points, against which a new clip's cues
+    are described."""
+    task = {"format": fmt, "transcript_source": transcript_source, "labels": labels, "asr": asr,
+            "inputs": inputs, "prosody_caption": prosody_caption}
+    if speech_embedding != "none":
+        task["speech_embedding"] = speech_embedding
+    (folder / TASK_FILE).write_text(json.dumps(task, indent=2) + "\n")
     shutil.copyfile(levels, folder / LEVELS_FILE)

@@ -46,11 +46,7 @@ from components.speechlm.evidence_fit import prepare_evidence, prepare_level_evi
 from components.speechlm.formats import PERCEPTION_TASKS, parse_output
 from components.speechlm.model import IGNORE
 from components.speechlm.pretrain import CLASSIFIER_FILE, freeze_warmed, pretrain_encoder
-from components.speechlm.prosody_vector import (
-    PROSODY_DIM,
-    population_stats,
-    save_stats,
-)
+from components.speechlm.prosody_vector import population_stats, save_stats, vector_names
 from components.speechlm.sft_data import (
     PERCEPTION_COLUMNS,
     POPULATION_NORM,
@@ -336,18 +332,18 @@ def train_sft(params: Params, out: Path) -> dict:
     torch.manual_seed(params.base.seed)
     train, dev, manifest, label_set, data_root = sft_examples(cfg, params.base.seed)
     with stage_run("sft", params.tracking, {"sft": as_dict(cfg)}):
+        features = pd.read_parquet(cfg.features)
         model, tokenizer = build_speechlm(
             cfg.lm, encoder=cfg.encoder, encoder_lora_r=cfg.encoder_lora_r,
             tokens_per_second=cfg.tokens_per_second,
             audio_dropout=cfg.audio_dropout, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-            lora_dropout=cfg.lora_dropout, prosody_dim=PROSODY_DIM if cfg.prosody_token else 0,
+            lora_dropout=cfg.lora_dropout, prosody_dim=len(vector_names(features)) if cfg.prosody_token else 0,
             frame_norm=cfg.frame_norm, spec_augment=cfg.spec_augment,
             evidence_classes=len(label_set) if cfg.evidence_token else 0,
             level_evidence={task: len(PERCEPTION_TASKS[task][1]) for task in PERCEPTION_COLUMNS}
             if cfg.level_evidence else None)
         model.to(device)  # the encoder warm-up runs where the Trainer will
         utt_ids = {e["utt_id"] for e in train + dev}
-        features = pd.read_parquet(cfg.features)
         # One set of population statistics: for the training examples marked so and in the
         # folder, for clips of unknown speakers at prediction time.
         stats = population_stats(features, {e["utt_id"] for e in train}) \
@@ -435,7 +431,8 @@ def train_sft(params: Params, out: Path) -> dict:
         if cfg.prosody_token:
             save_stats(out, stats)
         write_task(out, cfg.format, cfg.transcript_source, label_set, params.features.asr,
-                   cfg.levels, prosody_caption=cfg.prosody_caption)
+                   cfg.levels, prosody_caption=cfg.prosody_caption,
+                   speech_embedding=params.features.speech_embedding)
         summary = {
             "steps": trainer.state.global_step,
             **evidence,

@@ -132,7 +132,7 @@ def pitch_reference(levels: dict, corpus: str, f0_hz: float | None) -> tuple[str
 def clip_cues(paths: list[Path], asr: str, levels_path: Path,
               speakers: list[str | None] | None = None,
               transcripts: list[str | None] | None = None,
-              frames: bool = False) -> pd.DataFrame:
+              frames: bool = False, speech_embedding: str = "none") -> pd.DataFrame:
     """Features of arbitrary audio files (transcript, prosody, levels, caption, eGeMAPS),
     measured as the features stage does, against saved levels: those of the (first) training
     corpus and, for pitch, of the gender group nearest each speaker's F0 median
@@ -140,7 +140,9 @@ def clip_cues(paths: list[Path], asr: str, levels_path: Path,
     band and the group; an unnamed clip is its own speaker. A clip's given transcript is its
     reference: `asr` transcribes only the others. With `frames`, a `frames` column holds
     each clip's frame features [T, 83] (float32; None for unreadable audio), computed from the
-    same F0 track and stored at the same precision as the features stage's shards."""
+    same F0 track and stored at the same precision as the features stage's shards.
+    `speech_embedding` as `features.speech_embedding` (raw only: a served clip's speaker is
+    normalised from the model's saved statistics)."""
     from components.features.extract import ClipJob, clip_f0_median
     from components.features.frames import load_frames
     from components.features.stage import build_features, speaker_medians
@@ -157,12 +159,13 @@ def clip_cues(paths: list[Path], asr: str, levels_path: Path,
         "speaker": [s if s else u for s, u in zip(speakers or [None] * len(ids), ids)],
     })
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = FeaturesConfig(workers=1, asr=asr, frames=frames,
+        cfg = FeaturesConfig(workers=1, asr=asr, frames=frames, speech_embedding=speech_embedding,
                              cache_dir=str(Path(tmp) / "cache"))
         # The features stage's F0 first pass; cached, so build_features reads it back.
         medians = [clip_f0_median(ClipJob(
             utt_id=u, audio=str(p), asr=asr, asr_on_reference=cfg.asr_on_reference,
-            frames=cfg.frames, cache_dir=str(Path(cfg.cache_dir).resolve())))
+            frames=cfg.frames, speech_embedding=speech_embedding,
+            cache_dir=str(Path(cfg.cache_dir).resolve())))
             for u, p in zip(ids, resolved)]
         chosen = {speaker: pitch_reference(levels, corpus, f0)
                   for speaker, f0 in speaker_medians(df, medians).items()}
