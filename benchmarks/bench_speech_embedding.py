@@ -32,7 +32,7 @@ from components.audio_io import read_audio  # noqa: E402
 from components.config import load_params  # noqa: E402
 from components.evaluate.baselines import egemaps_lr  # noqa: E402
 from components.evaluate.stage import score_systems, table_lines  # noqa: E402
-from components.features.moonshine import MoonshineDecoder  # noqa: E402
+from components.features.moonshine import MoonshineDecoder, pooled_embedding  # noqa: E402
 from components.features.stage import normalise_egemaps  # noqa: E402
 from components.paths import resolve_audio_path  # noqa: E402
 from components.prepare.schema import read_manifest  # noqa: E402
@@ -47,8 +47,7 @@ def embeddings(manifest: pd.DataFrame, root: Path, decoder: MoonshineDecoder,
     todo = manifest[~manifest["utt_id"].isin(known)]
     for row in tqdm(todo.itertuples(), total=len(todo), desc="embeddings", disable=todo.empty):
         audio = read_audio(resolve_audio_path(row.audio_path, root), 16000)[0]
-        states = decoder.encode(audio)
-        known[row.utt_id] = np.concatenate([states.mean(0), states.std(0)])
+        known[row.utt_id] = pooled_embedding(decoder, audio)
 
 
 def fold_systems(folder: Path, known: dict[str, np.ndarray], decoder: MoonshineDecoder):

@@ -94,6 +94,10 @@ def test_moonshine_on_silence_empty_long_and_bad_audio(moonshine):
     long_audio = np.tile(speech, int(40 * SR / len(speech)) + 1)  # over 40 s: two 30 s pieces
     long_text, _ = moonshine.transcribe(long_audio)
     assert len(long_text.split()) > 3 * len(text.split()), long_text
+    noise = np.random.default_rng(0).normal(0, 0.1, 100).astype(np.float32)
+    assert moonshine.transcribe(noise) == ("", 0.0)  # too short for the encoder: no words
+    tail = np.concatenate([np.tile(speech, int(30 * SR / len(speech)) + 1)[: 30 * SR], noise])
+    assert moonshine.transcribe(tail)[0]  # a 100-sample last piece is skipped, not an error
 
 
 def test_moonshine_converts_the_bundled_files_once_and_reads_them_back(tmp_path, monkeypatch):

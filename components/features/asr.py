@@ -135,11 +135,11 @@ class MoonshineTranscriber:
     """
 
     def __init__(self, folder: str | None = None) -> None:
-        from components.features.moonshine import MoonshineDecoder
+        from components.features.moonshine import shared_decoder
 
         self.spec = f"moonshine:{folder}" if folder else "moonshine"
         self.concurrent = True  # ONNX Runtime releases the GIL while it runs
-        self._decoder = MoonshineDecoder(folder)
+        self._decoder = shared_decoder(folder)
 
     def transcribe(self, audio16k: np.ndarray) -> tuple[str, float]:
         audio = _check_audio(audio16k)

@@ -18,6 +18,7 @@ decoder that loops stops.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import math
@@ -107,8 +108,9 @@ def onnx_graphs(folder: Path, cache: Path) -> dict[str, Path]:
 
 
 EMBEDDING_DIM = 2 * 416
-MIN_EMBEDDING_SAMPLES = 2048
-"""The encoder's three strided convolutions need about 0.1 s of audio for one state."""
+MIN_SAMPLES = 1024
+"""The encoder's three strided convolutions (127/64, 7/3, 3/2) need 895 samples for one
+state; ONNX Runtime refuses shorter audio."""
 
 
 def pooled_embedding(decoder: "MoonshineDecoder", audio: np.ndarray) -> np.ndarray:
@@ -116,19 +118,23 @@ def pooled_embedding(decoder: "MoonshineDecoder", audio: np.ndarray) -> np.ndarr
     that knows far more about emotion than eGeMAPS (benchmarks/bench_speech_embedding.py);
     NaN for audio too short to encode."""
     audio = np.asarray(audio, dtype=np.float32)
-    if len(audio) < MIN_EMBEDDING_SAMPLES or not np.all(np.isfinite(audio)):
+    if len(audio) < MIN_SAMPLES or not np.all(np.isfinite(audio)):
         return np.full(EMBEDDING_DIM, np.nan, np.float32)
     states = decoder.encode(audio)
     return np.concatenate([states.mean(0), states.std(0)]).astype(np.float32)
 
 
+@functools.cache
+def shared_decoder(folder: str | None = None) -> "MoonshineDecoder":
+    """One decoder per process and folder, for speech recognition and the clip embedding alike
+    (its sessions are safe to run from two threads at once)."""
+    return MoonshineDecoder(folder)
+
+
 class MoonshineDecoder:
-    """Moonshine's encoder and merged decoder as ONNX Runtime sessions, decoding greedily.
+    """Moonshine's encoder and merged decoder as ONNX Runtime sessions, decoding greedily."""
 
-    `threads` sets ONNX Runtime's intra-op threads (0: its default, one per core).
-    """
-
-    def __init__(self, folder: str | None = None, cache: Path | None = None, threads: int = 0) -> None:
+    def __init__(self, folder: str | None = None, cache: Path | None = None) -> None:
         import onnxruntime as ort
 
         from components.models.bundled import cache_root
@@ -137,7 +143,6 @@ class MoonshineDecoder:
         graphs = onnx_graphs(source, (cache or cache_root()) / "moonshine")
         self._pieces = read_tokenizer(source / "tokenizer.bin")
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
         options.log_severity_level = 3
         # Idle threads sleep instead of spinning: as fast alone (0.14 s per clip) and 1.6x
         # faster beside a second process (0.23 s against 0.36 s), as in the features stage.
@@ -161,7 +166,9 @@ class MoonshineDecoder:
 
     def decode(self, piece: np.ndarray) -> tuple[str, list[float]]:
         """(text, probability of each generated token, the end token included) for at most
-        30 s of 16 kHz mono float32 audio."""
+        30 s of 16 kHz mono float32 audio; nothing for a piece too short to encode."""
+        if len(piece) < MIN_SAMPLES:
+            return "", []
         hidden = self.encode(piece)[None]
         past = {i.name: np.zeros((1, i.shape[1], 0, i.shape[3]), np.float32) for i in self._past}
         ids, probs = [BOS], []

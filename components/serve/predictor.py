@@ -189,8 +189,8 @@ class Predictor:
                               speech_embedding=self.task.get("speech_embedding", "none"))
         prosody = [None] * len(audio)
         if self._stats is not None:
-            prosody = list(clip_vectors(raw_vectors(feats, self.model.config.prosody_dim), self._stats,
-                                        speakers))
+            raw = raw_vectors(feats, self.model.config.prosody_dim)
+            prosody = list(clip_vectors(raw, self._stats, speakers))
         return [ClipInput(transcript=row["transcript"] or "", caption=row["prosody_caption"],
                           cues=cues_of(row), audio=np.asarray(a, dtype=np.float32), prosody=p,
                           frames=row.get("frames"))
@@ -565,11 +565,12 @@ def clips_from_features(features: pd.DataFrame, frames: dict[str, np.ndarray] | 
                         predictor: Predictor, audio: dict[str, np.ndarray] | None = None,
                         ) -> list[ClipInput]:
     """Inputs of clips the features stage measured: its transcript, caption, levels, frames
-    and speaker-normalised eGeMAPS (the speaker is known, as in training)."""
+    and speaker-normalised prosody vector (the speaker is known, as in training)."""
     from components.speechlm.prosody_vector import speaker_vectors
 
-    prosody = speaker_vectors(features, predictor.model.config.prosody_dim) if predictor.uses_prosody \
-        else [None] * len(features)
+    prosody = [None] * len(features)
+    if predictor.uses_prosody:
+        prosody = speaker_vectors(features, predictor.model.config.prosody_dim)
     clips = []
     for row, vector in zip(features.to_dict("records"), prosody):
         utt = row["utt_id"]
