@@ -127,6 +127,9 @@ class FeaturesConfig:
     """`moonshine`: also a pretrained clip embedding (`speech_embedding`, the bundled Moonshine
     encoder's states mean- and std-pooled, 832 numbers, and `speech_embedding_spknorm`); a
     SpeechLM trained on such features appends it to its prosody vector. `none`: not computed."""
+    voice_quality: bool = True
+    """Jitter, shimmer and HNR (Praat), which the teachers' prompts read; false leaves them NaN
+    and saves about a third of a clip's acoustic measurement. Serving never measures them."""
     shard_size: int = 256
     cache_dir: str = ".emoreason/cache/features"
     """Content-hash cache of finished clips, outside DVC outputs so it survives re-runs."""

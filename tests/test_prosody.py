@@ -66,6 +66,16 @@ def test_f0_median_of_a_synthetic_vowel_is_recovered(f0):
     assert result["flags"] == ["rate_sps_transcript:no_transcript"]
 
 
+def test_voice_quality_can_be_left_out_and_nothing_else_changes():
+    full = measure_prosody(steady(180.0), SR, "a vowel")
+    bare = measure_prosody(steady(180.0), SR, "a vowel", voice_quality=False)
+    quality = ("jitter_local", "shimmer_local", "hnr_db")
+    assert all(math.isfinite(full[f]) and math.isnan(bare[f]) for f in quality)
+    assert {k: v for k, v in bare.items() if k not in quality + ("flags",)} == \
+        {k: v for k, v in full.items() if k not in quality + ("flags",)}
+    assert bare["flags"] == full["flags"] + [f"{f}:not_measured" for f in quality]
+
+
 def test_silence_padding_changes_neither_f0_nor_energy():
     # a one-syllable vowel that fades in and out, so its intensity peak is voiced in both
     audio = vowel(np.geomspace(150, 200, int(1.5 * SR))) * tukey(int(1.5 * SR), 0.1).astype(np.float32)

@@ -86,6 +86,9 @@ def test_a_served_clip_gets_the_embedding_the_features_stage_measured(measured):
     np.testing.assert_allclose(served.iloc[0]["speech_embedding"], row["speech_embedding"],
                                rtol=1e-5, atol=1e-5)
     assert "speech_embedding" not in clip_cues([path], "moonshine", root / "levels.json")
+    # nothing served reads voice quality, so it is not measured
+    assert np.isnan(served.iloc[0]["hnr_db"]) and np.isfinite(row["hnr_db"])
+    assert "hnr_db:not_measured" in served.iloc[0]["flags"]
 
 
 def test_a_model_with_the_embedding_measures_it_for_served_clips(measured, tmp_path):
@@ -114,3 +117,22 @@ def test_too_little_audio_has_no_embedding():
     assert np.all(np.isnan(pooled_embedding(decoder, np.zeros(100, np.float32))))
     assert np.all(np.isnan(pooled_embedding(decoder, np.full(16000, np.nan, np.float32))))
     assert np.all(np.isfinite(pooled_embedding(decoder, np.zeros(16000, np.float32))))
+
+
+def test_the_embedding_of_a_transcribed_clip_reuses_the_encoder_pass(measured, monkeypatch):
+    from components.features.asr import MoonshineTranscriber
+
+    root, df, _, _, _ = measured
+    audio = read_audio(root / "audio" / df["audio_path"].iloc[1], 16000)[0] * 0.9  # unseen
+    expected = pooled_embedding(MoonshineDecoder(), audio)
+    transcriber = MoonshineTranscriber()
+    decoder = transcriber._decoder
+    runs = []
+    run = decoder._encoder.run
+    monkeypatch.setattr(decoder._encoder, "run", lambda *a, **k: runs.append(1) or run(*a, **k),
+                        raising=False)
+    transcriber.transcribe(audio)
+    np.testing.assert_array_equal(pooled_embedding(decoder, audio), expected)
+    assert len(runs) == 1
+    pooled_embedding(decoder, audio[:-160])  # other audio is encoded
+    assert len(runs) == 2

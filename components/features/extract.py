@@ -28,7 +28,8 @@ from components.features.moonshine import EMBEDDING_DIM, pooled_embedding, share
 
 RENAMED = {"jitter_local": "jitter", "shimmer_local": "shimmer", "contour": "intonation"}
 _BESIDE = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr")
-"""Runs a transcriber that may (`Transcriber.concurrent`) beside the acoustic measurements."""
+"""Runs a transcriber that may (`Transcriber.concurrent`), and the speech embedding, beside the
+acoustic measurements."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class ClipJob:
     asr_on_reference: bool = False
     frames: bool = True
     speech_embedding: str = "none"
+    voice_quality: bool = True
     cache_dir: str = ".emoreason/cache/features"
 
 
@@ -180,6 +182,10 @@ def _measure(job: ClipJob) -> tuple[dict, np.ndarray | None]:
         else:
             heard = Future()
             heard.set_result(transcriber.transcribe(audio))
+    embedded = None
+    if job.speech_embedding != "none":
+        # after the transcriber on the same thread, which leaves the encoder's states to reuse
+        embedded = _BESIDE.submit(pooled_embedding, _speech_encoder(job.speech_embedding), audio)
     egemaps = egemaps_functionals(audio, sr)
     track = f0_track(audio, sr, job.speaker_f0_median_hz)
     frames = frame_features(audio, track).astype(np.float16) if job.frames else None
@@ -192,7 +198,8 @@ def _measure(job: ClipJob) -> tuple[dict, np.ndarray | None]:
         elif normalise_words(job.reference):  # a reference of punctuation only has no WER
             wer = word_error_rate(job.reference, text)
     # the rate counts syllable nuclei in the audio; the transcript's count is a cross-check
-    prosody = measure_prosody(audio, sr, transcript or None, track=track)
+    prosody = measure_prosody(audio, sr, transcript or None, track=track,
+                              voice_quality=job.voice_quality)
     flags = list(prosody.pop("flags")) + flags
     if not np.all(np.isfinite(egemaps)):
         flags.append("egemaps:non_finite")
@@ -200,9 +207,8 @@ def _measure(job: ClipJob) -> tuple[dict, np.ndarray | None]:
     row.update(egemaps=[float(v) for v in egemaps], transcript=transcript,
                transcript_source=source, asr_confidence=float(confidence), asr_wer=float(wer),
                flags=flags)
-    if job.speech_embedding != "none":
-        embedding = pooled_embedding(_speech_encoder(job.speech_embedding), audio)
-        row["speech_embedding"] = [float(v) for v in embedding]
+    if embedded is not None:
+        row["speech_embedding"] = [float(v) for v in embedded.result()]
     row["n_frames"] = 0 if frames is None else int(frames.shape[0])
     return row, frames
 

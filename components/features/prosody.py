@@ -389,6 +389,7 @@ def measure_prosody(
     transcript: str | None,
     speaker_f0_median_hz: float | None = None,
     track: F0Track | None = None,
+    voice_quality: bool = True,
 ) -> dict:
     """Prosody of one utterance as a flat dict: PROSODY_FIELDS (floats, NaN + flag where not
     measured), f0_floor_hz/f0_ceiling_hz (the second-pass F0 range), f0_octave_fixes (frames
@@ -406,7 +407,9 @@ def measure_prosody(
       and a wrong transcript give the same rate; rate_sps_transcript: the same with the
       transcript's English syllable count (`count_syllables`), a cross-check (NaN without
       a transcript).
-    - jitter_local / shimmer_local as fractions, hnr_db in dB.
+    - jitter_local / shimmer_local as fractions, hnr_db in dB; with `voice_quality` False they
+      are not measured (NaN, flagged `not_measured`): Praat's harmonicity is most of the
+      time of this function, and nothing served reads them.
     Pass `track` (from `f0_track` on the same audio) to avoid computing F0 twice.
     """
     audio16k = as_16k_mono(audio, sr)
@@ -462,7 +465,9 @@ def measure_prosody(
         else:
             flags.append("rate_sps_transcript:no_transcript")
 
-    if voiced.sum() >= MIN_VOICED_FRAMES:
+    if not voice_quality:
+        flags += [f"{f}:not_measured" for f in ("jitter_local", "shimmer_local", "hnr_db")]
+    elif voiced.sum() >= MIN_VOICED_FRAMES:
         try:
             out.update(_voice_quality(snd, track))
         except parselmouth.PraatError as exc:

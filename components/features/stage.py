@@ -78,7 +78,8 @@ def _jobs(df: pd.DataFrame, root: Path, cfg: FeaturesConfig) -> list[ClipJob]:
         jobs.append(ClipJob(
             utt_id=row.utt_id, audio=path, reference=row.transcript or "", asr=cfg.asr,
             asr_on_reference=cfg.asr_on_reference, frames=cfg.frames,
-            speech_embedding=cfg.speech_embedding, cache_dir=str(Path(cfg.cache_dir).resolve()),
+            speech_embedding=cfg.speech_embedding, voice_quality=cfg.voice_quality,
+            cache_dir=str(Path(cfg.cache_dir).resolve()),
         ))
     return jobs
 

@@ -142,7 +142,8 @@ def clip_cues(paths: list[Path], asr: str, levels_path: Path,
     each clip's frame features [T, 83] (float32; None for unreadable audio), computed from the
     same F0 track and stored at the same precision as the features stage's shards.
     `speech_embedding` as `features.speech_embedding` (raw only: a served clip's speaker is
-    normalised from the model's saved statistics)."""
+    normalised from the model's saved statistics). Jitter, shimmer and HNR are not measured
+    (NaN): no model input or served cue reads them, and they took a third of the time."""
     from components.features.extract import ClipJob, clip_f0_median
     from components.features.frames import load_frames
     from components.features.stage import build_features, speaker_medians
@@ -160,7 +161,7 @@ def clip_cues(paths: list[Path], asr: str, levels_path: Path,
     })
     with tempfile.TemporaryDirectory() as tmp:
         cfg = FeaturesConfig(workers=1, asr=asr, frames=frames, speech_embedding=speech_embedding,
-                             cache_dir=str(Path(tmp) / "cache"))
+                             voice_quality=False, cache_dir=str(Path(tmp) / "cache"))
         # The features stage's F0 first pass; cached, so build_features reads it back.
         medians = [clip_f0_median(ClipJob(
             utt_id=u, audio=str(p), asr=asr, asr_on_reference=cfg.asr_on_reference,
