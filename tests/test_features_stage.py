@@ -1,6 +1,7 @@
 """The features stage end to end on a tiny demo corpus: contract, levels, shards, cache, bad
 clips, Ray, and the features gate."""
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -217,7 +218,7 @@ def test_speech_recognition_beside_the_measurements_gives_the_same_row(corpus, m
     the one the same transcriber gives in line, and its errors still reach the caller."""
     root, df = corpus
     job = ClipJob(utt_id="u", audio=str(root / "audio" / df.iloc[0]["audio_path"]), frames=True)
-    transcriber = extract_mod._transcriber(job.asr)
+    transcriber = extract_mod._transcriber(job.asr, os.getpid())
     assert transcriber.concurrent
     beside, frames_beside = extract_mod._measure(job)
     monkeypatch.setattr(transcriber, "concurrent", False)

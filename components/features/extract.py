@@ -27,9 +27,9 @@ from components.cache_keys import code_hash
 from components.features.moonshine import EMBEDDING_DIM, pooled_embedding, shared_decoder
 
 RENAMED = {"jitter_local": "jitter", "shimmer_local": "shimmer", "contour": "intonation"}
-_BESIDE = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr")
+_BESIDE: dict[int, ThreadPoolExecutor] = {}
 """Runs a transcriber that may (`Transcriber.concurrent`), and the speech embedding, beside the
-acoustic measurements."""
+acoustic measurements (see `_beside`)."""
 
 
 @dataclass(frozen=True)
@@ -110,10 +110,22 @@ def _load_json(path: Path) -> dict:
 
 
 @functools.cache
-def _transcriber(spec: str):
+def _transcriber(spec: str, pid: int):
+    """One transcriber per spec and process (a forked worker must not use its parent's, see
+    `shared_decoder`)."""
     from components.features.asr import make_transcriber
 
     return make_transcriber(spec)
+
+
+def _beside() -> ThreadPoolExecutor:
+    """This process's thread beside the acoustic measurements. Keyed by process id: a forked
+    worker does not inherit the parent's thread, so work handed to the parent's pool there
+    would never run."""
+    pid = os.getpid()
+    if pid not in _BESIDE:
+        _BESIDE.setdefault(pid, ThreadPoolExecutor(max_workers=1, thread_name_prefix="beside"))
+    return _BESIDE[pid]
 
 
 def _speech_encoder(spec: str):
@@ -176,16 +188,16 @@ def _measure(job: ClipJob) -> tuple[dict, np.ndarray | None]:
     if not job.reference or job.asr_on_reference:
         # Speech recognition runs beside the measurements that do not need the transcript
         # (serving measures a real 4 s clip in 0.30 s instead of 0.33 s with Moonshine).
-        transcriber = _transcriber(job.asr)
+        transcriber = _transcriber(job.asr, os.getpid())
         if transcriber.concurrent:
-            heard = _BESIDE.submit(transcriber.transcribe, audio)
+            heard = _beside().submit(transcriber.transcribe, audio)
         else:
             heard = Future()
             heard.set_result(transcriber.transcribe(audio))
     embedded = None
     if job.speech_embedding != "none":
         # after the transcriber on the same thread, which leaves the encoder's states to reuse
-        embedded = _BESIDE.submit(pooled_embedding, _speech_encoder(job.speech_embedding), audio)
+        embedded = _beside().submit(pooled_embedding, _speech_encoder(job.speech_embedding), audio)
     egemaps = egemaps_functionals(audio, sr)
     track = f0_track(audio, sr, job.speaker_f0_median_hz)
     frames = frame_features(audio, track).astype(np.float16) if job.frames else None

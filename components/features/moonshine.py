@@ -18,7 +18,6 @@ decoder that loops stops.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib.util
 import math
@@ -125,11 +124,20 @@ def pooled_embedding(decoder: "MoonshineDecoder", audio: np.ndarray) -> np.ndarr
     return np.concatenate([states.mean(0), states.std(0)]).astype(np.float32)
 
 
-@functools.cache
+_DECODERS: dict[tuple[int, str | None], "MoonshineDecoder"] = {}
+
+
 def shared_decoder(folder: str | None = None) -> "MoonshineDecoder":
     """One decoder per process and folder, for speech recognition and the clip embedding alike
-    (its sessions are safe to run from two threads at once)."""
-    return MoonshineDecoder(folder)
+    (its sessions are safe to run from two threads at once).
+
+    Keyed by process id: a forked worker (the features stage's process pool) builds its own,
+    as ONNX Runtime's thread pools do not survive a fork. The parent's stays referenced there,
+    unused: destroying it would wait for those threads forever."""
+    key = (os.getpid(), folder)
+    if key not in _DECODERS:
+        _DECODERS.setdefault(key, MoonshineDecoder(folder))
+    return _DECODERS[key]
 
 
 class MoonshineDecoder:
