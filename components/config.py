@@ -123,10 +123,11 @@ class FeaturesConfig:
     """Also transcribe clips that have a reference, to report the ASR's WER."""
     frames: bool = True
     """Write the frame-level encoder inputs (log-mel + log-F0 + voicing + energy) as shards."""
-    speech_embedding: str = "none"
+    speech_embedding: str = "moonshine"
     """`moonshine`: also a pretrained clip embedding (`speech_embedding`, the bundled Moonshine
     encoder's states mean- and std-pooled, 832 numbers, and `speech_embedding_spknorm`); a
-    SpeechLM trained on such features appends it to its prosody vector. `none`: not computed."""
+    SpeechLM trained on such features appends it to its prosody vector. `none`: not computed
+    (eGeMAPS alone; test UA 0.534 against 0.761 on the RAVDESS speaker folds)."""
     voice_quality: bool = True
     """Jitter, shimmer and HNR (Praat), which the teachers' prompts read; false leaves them NaN
     and saves about a third of a clip's acoustic measurement. Serving never measures them."""

@@ -30,7 +30,8 @@ def measured(tmp_path_factory):
     root = tmp_path_factory.mktemp("embedding")
     df, _ = demo_manifest(root, 8, 2, 3, SplitConfig(train=0.5, dev=0.0, test=0.5))
     config = dict(workers=1, frames=False, cache_dir=str(root / "cache"))
-    plain, levels = build_features(df, root / "audio", FeaturesConfig(**config), root / "plain")
+    plain, levels = build_features(df, root / "audio", FeaturesConfig(
+        **config, speech_embedding="none"), root / "plain")
     with_embedding, _ = build_features(df, root / "audio", FeaturesConfig(
         **config, speech_embedding="moonshine"), root / "embedded", levels)
     return root, df, plain, with_embedding, levels
