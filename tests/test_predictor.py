@@ -150,7 +150,7 @@ def test_a_given_transcript_replaces_speech_recognition(predictor, pipeline, mon
             heard.append(len(audio))
             return "recognised words", 0.5
 
-    monkeypatch.setattr(extract, "_transcriber", lambda spec: Recorder())
+    monkeypatch.setattr(extract, "_transcriber", lambda spec, pid: Recorder())
     root, df, *_ = pipeline
     audio = [read_audio(root / "audio" / path, 16000)[0] for path in df["audio_path"][:2]]
     measured = predictor.measure_audio(audio, transcripts=["kids are talking by the door", None])
