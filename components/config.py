@@ -130,7 +130,7 @@ class FeaturesConfig:
     (eGeMAPS alone; test UA 0.534 against 0.761 on the RAVDESS speaker folds)."""
     voice_quality: bool = True
     """Jitter, shimmer and HNR (Praat), which the teachers' prompts read; false leaves them NaN
-    and saves about a third of a clip's acoustic measurement. Serving never measures them."""
+    and saves about half of a clip's acoustic measurement. Serving never measures them."""
     shard_size: int = 256
     cache_dir: str = ".emoreason/cache/features"
     """Content-hash cache of finished clips, outside DVC outputs so it survives re-runs."""

@@ -143,7 +143,7 @@ def clip_cues(paths: list[Path], asr: str, levels_path: Path,
     same F0 track and stored at the same precision as the features stage's shards.
     `speech_embedding` as `features.speech_embedding` (raw only: a served clip's speaker is
     normalised from the model's saved statistics). Jitter, shimmer and HNR are not measured
-    (NaN): no model input or served cue reads them, and they took a third of the time."""
+    (NaN): no model input or served cue reads them, and they took half of the acoustic measuring time."""
     from components.features.extract import ClipJob, clip_f0_median
     from components.features.frames import load_frames
     from components.features.stage import build_features, speaker_medians
