@@ -164,7 +164,7 @@ def cmd_evaluate(args: argparse.Namespace, params: Params) -> None:
             raise ValueError("--model, --corpus and --out go together (add --data-dir for a "
                              "corpus other than demo)")
         evaluate_model_on_corpus(params, args.model, args.corpus, _path(args.data_dir),
-                                 args.split or "test", Path(args.out))
+                                 args.split or "test", Path(args.out), args.label_set)
         return
     from components.evaluate.stage import run_evaluate
 
@@ -432,6 +432,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", choices=["train", "dev", "test", "all"],
                     help="which clips (default evaluate.split; test with --model)")
     ev.add_argument("--out", help="output folder (default evaluate.out)")
+    ev.add_argument("--label-set", choices=["shared", "model"], default="shared",
+                    help="with --model: the model answers one of the labels it shares with the "
+                         "corpus (shared, the cross-corpus protocol; its open-set answers are "
+                         "scored beside as model_open_set) or any of its own (model) "
+                         "(default: %(default)s)")
     ev.add_argument("--max-clips", type=int, help="only N clips spread over the split")
     ev.add_argument("--no-rationale", action="store_true",
                     help="labels and probabilities only (no generation, no rationale metrics)")

@@ -30,8 +30,27 @@ def test_a_demo_model_on_emodb_counts_unknown_labels_out(trained, tmp_path, monk
     for key in ("wa", "ua", "macro_f1", "any_annotator_accuracy", "annotator_aware_macro_f1"):
         assert key in entry and entry["ci"][key][0] <= entry[key] <= entry["ci"][key][1]
     assert set(metrics["shared_labels"]) == set(model_labels) & set(metrics["corpus_labels"])
+    shared = metrics["shared_labels"]
+    assert metrics["label_set"] == "shared" and metrics["answers"] == shared
+    assert set(shared) < set(model_labels)  # the demo model knows "surprised", EmoDB does not
     predictions = pd.read_parquet(out / "predictions" / "model.parquet")
-    assert set(predictions["label"]) <= set(model_labels)
+    assert set(predictions["label"]) <= set(shared)
+    restricted = [json.loads(p) for p in predictions["probabilities"]]
+    for probs in restricted:
+        assert all(probs[x] == 0.0 for x in set(model_labels) - set(shared))
+    open_set = pd.read_parquet(out / "predictions" / "model_open_set.parquet")
+    assert set(open_set["label"]) <= set(model_labels)
+    assert metrics["systems"]["model_open_set"]["n"] == entry["n"]
+    for probs, free in zip(restricted, map(json.loads, open_set["probabilities"])):
+        assert max(probs, key=probs.get) == max(shared, key=free.get)
+
+
+def test_the_label_set_is_checked(trained, tmp_path):
+    from components.config import Params
+    from components.evaluate.any_corpus import evaluate_model_on_corpus
+
+    with pytest.raises(ValueError, match="label set must be one of"):
+        evaluate_model_on_corpus(Params(), str(trained), "emodb", None, "all", tmp_path, "open")
 
 
 def test_the_model_option_needs_corpus_and_out(trained, capsys):

@@ -90,6 +90,39 @@ def test_scoring_in_the_generate_call_answers_as_scoring_first(predictor, clips,
             assert a["probabilities"][name] == pytest.approx(b["probabilities"][name], abs=1e-4)
 
 
+def test_an_allowed_label_subset_renormalises_and_the_rationale_follows_it(predictor, clips):
+    """Cross-corpus evaluation lets a model answer only the labels it shares with the corpus:
+    the others get 0, the rest keep their ratios, and the rationale (scored in the generate
+    call or apart) follows the allowed label chosen."""
+    _, inputs = clips
+    free = predictor.predict_clips(inputs, rationale=False, batch_size=5)
+    dropped = free[0]["label"]
+    allowed = [x for x in predictor.labels if x != dropped]
+    predictor.allow(allowed)
+    try:
+        fused = predictor.predict_clips(inputs, rationale=True, batch_size=5)
+        predictor.score_in_generate = False
+        apart = predictor.predict_clips(inputs, rationale=True, batch_size=5)
+    finally:
+        predictor.score_in_generate = True
+        predictor.allow(None)
+    for before, a, b in zip(free, fused, apart):
+        kept = {x: before["probabilities"][x] for x in allowed}
+        total = sum(kept.values())
+        assert a["probabilities"][dropped] == 0.0
+        for x in allowed:
+            assert a["probabilities"][x] == pytest.approx(kept[x] / total, abs=1e-4)
+        assert a["label"] == max(kept, key=kept.get) != dropped
+        assert a["label"] == b["label"] and a["output"] == b["output"]
+        assert a["output"].startswith(f"Emotion: {a['label']}")
+    assert fused[0]["label"] != free[0]["label"]
+    assert predictor.predict_clips(inputs[:1], rationale=False)[0]["label"] == dropped
+    with pytest.raises(ValueError, match="not known: \\['joy'\\]"):
+        predictor.allow(["joy", *allowed])
+    with pytest.raises(ValueError, match="non-empty subset"):
+        predictor.allow([])
+
+
 def test_reason_first_models_score_the_label_after_their_reasoning(trained, clips, tmp_path):
     import shutil
 

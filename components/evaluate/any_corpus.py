@@ -5,8 +5,12 @@ The corpus goes through the same loader, manifest gate and feature extraction as
 pipeline, into OUT, with the model's saved level cut points (a new corpus is described
 against the training corpus's levels: the model learned those words). Clips whose consensus
 label is outside the model's label set are counted as `out_of_set` and left out; the metrics
-are computed on the model's labels. Everything is logged under one MLflow parent run of its
-own (`emoreason.orchestrator=evaluate`).
+are computed on the labels the model and the corpus share. With `label_set="shared"` (the
+default) the model may only answer one of those labels, as a classifier trained on the shared
+classes would (the cross-corpus protocol); its open-set labels, any label of the model
+(e.g. "surprised" on a corpus without it), are scored beside it as `model_open_set` (label
+only). Everything is logged under one MLflow parent run of its own
+(`emoreason.orchestrator=evaluate`).
 """
 from __future__ import annotations
 
@@ -49,9 +53,13 @@ def levels_for_corpus(levels: dict, corpus: str, genders: list[str]) -> dict:
     return out
 
 
+LABEL_SETS = ("shared", "model")
+
+
 def evaluate_model_on_corpus(params: Params, model: str, corpus: str, data_dir: Path | None,
-                             split: str, out: Path) -> dict:
-    """Prepare, gate and measure the corpus into `out`, then score the model; returns
+                             split: str, out: Path, label_set: str = "shared") -> dict:
+    """Prepare, gate and measure the corpus into `out`, then score the model, answering one of
+    the shared labels (`label_set="shared"`) or any of its own (`"model"`); returns
     metrics.json's content."""
     from components.evaluate.rationale_quality import load_clip_cues
     from components.evaluate.stage import (
@@ -78,6 +86,8 @@ def evaluate_model_on_corpus(params: Params, model: str, corpus: str, data_dir: 
         start_pipeline_run,
     )
 
+    if label_set not in LABEL_SETS:
+        raise ValueError(f"label set must be one of {LABEL_SETS}, got {label_set!r}")
     out.mkdir(parents=True, exist_ok=True)
     folder = resolve_model_folder(model, out)
     labels = json.loads((folder / "task.json").read_text())["labels"]
@@ -100,28 +110,38 @@ def evaluate_model_on_corpus(params: Params, model: str, corpus: str, data_dir: 
         features = out / "features" / "features.parquet"
         _, evaluated, meta = evaluation_rows(features, manifest, split,
                                              params.evaluate.max_clips)
-        pred, _ = speechlm_predictions(folder, evaluated, out / "features" / "frames",
-                                       meta.data_root, params.evaluate.rationale,
-                                       params.evaluate.max_new_tokens,
-                                       params.evaluate.batch_size, params.base.device,
-                                       params.inference)
+        shared = [label for label in labels if label in set(meta.labels)]
+        if not shared:
+            raise ValueError(f"the model's labels {labels} and the {meta.corpus} corpus's "
+                             f"{list(meta.labels)} have none in common")
+        allowed = shared if label_set == "shared" and len(shared) < len(labels) else None
+        cfg, frames = params.evaluate, out / "features" / "frames"
+        systems = {"model": speechlm_predictions(
+            folder, evaluated, frames, meta.data_root, cfg.rationale, cfg.max_new_tokens,
+            cfg.batch_size, params.base.device, params.inference, allowed)[0]}
+        if allowed:
+            systems["model_open_set"] = speechlm_predictions(
+                folder, evaluated, frames, meta.data_root, False, cfg.max_new_tokens,
+                cfg.batch_size, params.base.device, params.inference)[0]
         gold = evaluated[GOLD_COLUMNS]
         cues = load_clip_cues(features, manifest, sorted(set(evaluated["split"])))
-        params.evaluate.reference = ""
-        scored = score_systems(gold, {"model": pred}, labels, cues, params.evaluate,
-                               params.base.seed)
-        refined = score_self_correction(params, evaluated, {"model": pred}, gold, labels, cues,
-                                        meta.data_root, out / "features" / "frames",
-                                        {"model": folder})
-        shared = sorted(set(labels) & set(meta.labels))
+        cfg.reference = ""
+        scored = score_systems(gold, systems, labels, cues, cfg, params.base.seed)
+        refined = score_self_correction(params, evaluated, {"model": systems["model"]}, gold,
+                                        labels, cues, meta.data_root, frames,
+                                        {"model": folder}, allowed)
+        answers = "the shared labels" if allowed else "any of the model's labels"
         report_meta = {"corpus": meta.corpus, "split": split, "labels": labels,
                        "corpus_labels": list(meta.labels), "shared_labels": shared,
+                       "label_set": label_set, "answers": allowed or labels,
                        "model": model, "n_clips": len(gold),
                        "n_speakers": int(gold["speaker"].nunique()),
-                       "n_boot": params.evaluate.n_boot,
+                       "n_boot": cfg.n_boot,
                        "note": "metrics over clips whose consensus label is in the model's "
-                               "label set (out_of_set: the others)"}
-        write_outputs(scored, gold, {"model": pred}, labels, report_meta, out, refined,
+                               f"label set (out_of_set: the others); `model` answers {answers}"
+                               + ("; `model_open_set` any of the model's labels (label only)"
+                                  if allowed else "")}
+        write_outputs(scored, gold, systems, labels, report_meta, out, refined,
                       params.inference.self_correct_rounds)
         log_to_mlflow(params, scored, out, report_meta, refined)
         success = True

@@ -81,11 +81,12 @@ def in_label_set(gold: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
 
 def score_self_correction(params: Params, evaluated: pd.DataFrame, systems: dict, gold,
                           labels: list[str], cues: dict, data_root: str, frames_dir: Path,
-                          folders: dict[str, Path]) -> dict[str, dict]:
+                          folders: dict[str, Path], allowed: list[str] | None = None,
+                          ) -> dict[str, dict]:
     """System -> {"rows": scored rounds (`refinement.score_rounds`), "predictions":
     instruction -> round frames, "seconds": wall time of its rounds} for each system of
     `folders` (name -> model folder) that was evaluated, when `inference.self_correct_rounds`
-    > 0; else empty."""
+    > 0; else empty. `allowed`: the labels the rounds may answer (None: any)."""
     from components.evaluate.refinement import score_rounds
     from components.evaluate.systems import speechlm_refinement
 
@@ -101,7 +102,7 @@ def score_self_correction(params: Params, evaluated: pd.DataFrame, systems: dict
         start = time.perf_counter()
         rounds = speechlm_refinement(Path(folder), evaluated, systems[name],
                                      frames_dir, data_root, inference, cfg.max_new_tokens,
-                                     cfg.batch_size, params.base.device)
+                                     cfg.batch_size, params.base.device, allowed)
         keep = systems[name]["utt_id"].isin(in_set["utt_id"])
         rows = score_rounds(in_set, systems[name][keep],
                             {k: [f[f["utt_id"].isin(in_set["utt_id"])] for f in frames]

@@ -31,13 +31,14 @@ def _audio(rows: pd.DataFrame, data_root: str) -> dict[str, np.ndarray]:
 def speechlm_predictions(folder: Path, rows: pd.DataFrame, frames_dir: Path, data_root: str,
                          rationale: bool, max_new_tokens: int, batch_size: int,
                          device: str = "cpu", inference: InferenceConfig | None = None,
-                         ) -> tuple[pd.DataFrame, list[str]]:
+                         allowed: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
     """(predictions of a model folder on `rows` (manifest + features), its label set), decoded
-    as `inference` says (its repeat block and claim guard; None: plain greedy)."""
+    as `inference` says (its repeat block and claim guard; None: plain greedy), answering one
+    of `allowed` labels only (None: any, see `Predictor.allow`)."""
     from components.evaluate.refinement import frame_of
 
     predictor, clips = predictor_clips(folder, rows, frames_dir, data_root, max_new_tokens,
-                                        device, inference)
+                                        device, inference, allowed)
     results = predictor.predict_clips(clips, rationale=rationale, batch_size=batch_size,
                                       progress=True)
     return frame_of(results, rows["utt_id"].tolist()), predictor.labels
@@ -45,14 +46,15 @@ def speechlm_predictions(folder: Path, rows: pd.DataFrame, frames_dir: Path, dat
 
 def predictor_clips(folder: Path, rows: pd.DataFrame, frames_dir: Path, data_root: str,
                      max_new_tokens: int, device: str, inference: InferenceConfig | None = None,
-                     ) -> tuple[object, list]:
-    """(the serving predictor of a model folder decoding as `inference` says, its inputs for
-    `rows`)."""
+                     allowed: list[str] | None = None) -> tuple[object, list]:
+    """(the serving predictor of a model folder decoding as `inference` says and answering one
+    of `allowed` labels (None: any), its inputs for `rows`)."""
     from components.serve.predictor import clips_from_features, frames_of, load_predictor
 
     predictor = load_predictor(folder, max_new_tokens=max_new_tokens, device=device,
                                repeat_block=inference.repeat_block if inference else None,
                                claim_guard=bool(inference and inference.claim_guard))
+    predictor.allow(allowed)
     ids = rows["utt_id"].tolist()
     frames = frames_of(frames_dir, ids) if predictor.uses_frames else None
     audio = None if predictor.text_only or frames is not None else _audio(rows, data_root)
@@ -61,13 +63,15 @@ def predictor_clips(folder: Path, rows: pd.DataFrame, frames_dir: Path, data_roo
 
 def speechlm_refinement(folder: Path, rows: pd.DataFrame, first: pd.DataFrame,
                         frames_dir: Path, data_root: str, inference, max_new_tokens: int,
-                        batch_size: int, device: str = "cpu") -> dict[str, list[pd.DataFrame]]:
+                        batch_size: int, device: str = "cpu", allowed: list[str] | None = None,
+                        ) -> dict[str, list[pd.DataFrame]]:
     """A model folder's self-correction rounds on `rows`, from its first answers `first`:
-    instruction (and `control`) -> predictions of rounds 1..K (`inference`: InferenceConfig)."""
+    instruction (and `control`) -> predictions of rounds 1..K (`inference`: InferenceConfig;
+    `allowed`: as `speechlm_predictions`')."""
     from components.evaluate.refinement import run_rounds
 
     predictor, clips = predictor_clips(folder, rows, frames_dir, data_root, max_new_tokens,
-                                        device, inference)
+                                        device, inference, allowed)
     first = first.set_index("utt_id").loc[rows["utt_id"]].reset_index()
     return run_rounds(predictor, clips, first, inference.instructions, inference.control,
                       inference.self_correct_rounds, batch_size)

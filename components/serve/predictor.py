@@ -166,9 +166,30 @@ class Predictor:
         """With a rationale after one-token labels, score the labels in the first step of the
         call that generates the rationale (`_score_and_generate`: the prompt is encoded once);
         False scores them in a pass of their own first (the benchmark's comparison)."""
+        self.allowed: list[str] | None = None
+        """The labels an answer may take (set by `allow`); None: every label of the model."""
         self._prefix: tuple[list[int], object] | None = None
         self._words: torch.Tensor | None = None
         """The repeat block's word id per token (`repeat_block.word_ids`), built on first use."""
+
+    def allow(self, labels: Sequence[str] | None) -> None:
+        """Answer with one of `labels` only (None: any label of the model): the others get
+        probability 0, the rest is renormalised, and the rationale follows the allowed label
+        chosen. Cross-corpus evaluation restricts a model to the labels it shares with the
+        corpus, as a classifier trained on the shared classes would be."""
+        if labels is not None:
+            unknown = sorted(set(labels) - set(self.labels))
+            if unknown or not labels:
+                raise ValueError(f"allowed labels must be a non-empty subset of the model's "
+                                 f"{self.labels}; not known: {unknown}")
+        self.allowed = None if labels is None else [x for x in self.labels if x in set(labels)]
+
+    def _kept(self, scores: torch.Tensor) -> torch.Tensor:
+        """[B, labels] label scores with the labels `allow` left out set to -inf."""
+        if self.allowed is None:
+            return scores
+        keep = torch.tensor([x in self.allowed for x in self.labels], device=scores.device)
+        return scores.masked_fill(~keep, -math.inf)
 
     # ------------------------------------------------------------------ inputs
     def measure_audio(self, audio: list[np.ndarray], speakers: list[str | None] | None = None,
@@ -320,7 +341,7 @@ class Predictor:
             positions = torch.arange(width - n, width, device=self.device)
             totals.append(logp[r, positions - 1].gather(1, ids[r, positions][:, None]).sum())
         scores = torch.stack(totals).reshape(len(prompts), repeat)
-        return scores.softmax(-1).cpu().numpy()
+        return self._kept(scores).softmax(-1).cpu().numpy()
 
     def _label_tokens(self, continuations: list[tuple[list[int], list[list[int]]]],
                       ) -> torch.Tensor:
@@ -334,7 +355,7 @@ class Predictor:
         """[B, labels] probabilities of one-token labels from the [B, vocab] logits of the
         position after the shared text: their log-probabilities softmaxed over the label set."""
         scores = logits.float().log_softmax(-1).gather(1, self._label_tokens(continuations))
-        return scores.softmax(-1).cpu().numpy()
+        return self._kept(scores).softmax(-1).cpu().numpy()
 
     @torch.no_grad()
     def _score_and_generate(self, prompts: list[list[int]], audio: dict,
@@ -346,6 +367,8 @@ class Predictor:
         case). Scoring in a pass of its own and generating after the label encode every prompt
         twice; on CPU that second encoding is about as long as writing the rationale."""
         targets = self._label_tokens(continuations)
+        first = targets if self.allowed is None else \
+            targets[:, [x in self.allowed for x in self.labels]]
         ids, mask = left_pad([p + shared for p, (shared, _) in zip(prompts, continuations)],
                              self.tokenizer.pad_token_id, self.device)
 
@@ -356,7 +379,7 @@ class Predictor:
                 if input_ids.shape[1] != ids.shape[1]:
                     return scores
                 return torch.full_like(scores, -math.inf).scatter(
-                    1, targets, scores.gather(1, targets))
+                    1, first, scores.gather(1, first))
 
         out = self.model.generate(input_ids=ids, attention_mask=mask, **audio,
                                   max_new_tokens=self.max_new_tokens + 1, do_sample=False,
