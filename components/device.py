@@ -20,9 +20,7 @@ def resolve_device(name: str) -> torch.device:
     `cuda` is the first CUDA GPU (cuda:0, the one a Trainer uses). A CUDA index that does not
     exist, or CUDA or MPS asked for on a machine without it, is a ValueError."""
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", 0)
-        return torch.device("mps") if torch.backends.mps.is_available() else torch.device("cpu")
+        return torch.device("cuda", 0) if torch.cuda.is_available() else _mps_or_cpu()
     if name == "cpu":
         return torch.device("cpu")
     if name == "mps":
@@ -42,6 +40,27 @@ def resolve_device(name: str) -> torch.device:
         raise ValueError(f"base.device is {name} but this machine has {count} CUDA device(s) "
                          f"(cuda:0 to cuda:{count - 1})")
     return torch.device("cuda", index)
+
+
+def _mps_or_cpu() -> torch.device:
+    return torch.device("mps") if torch.backends.mps.is_available() else torch.device("cpu")
+
+
+def ray_worker_device(use_gpu: bool, name: str) -> torch.device:
+    """A Ray Train worker's device: the GPU Ray gave it when `rl.ray.use_gpu`, else what
+    `base.device` names without CUDA (`auto`: MPS, else the CPU). Ray does not hide a node's
+    GPUs from workers it gave none (`RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO` is off by default),
+    so `auto` alone would put every CPU worker on cuda:0, outside Ray's accounting. A CUDA
+    name without `use_gpu` is a ValueError."""
+    if use_gpu:
+        import ray.train.torch
+
+        return ray.train.torch.get_device()
+    if _CUDA.fullmatch(name):
+        raise ValueError(f"base.device is {name} but rl.ray.use_gpu is false: Ray gives the "
+                         "RL workers no GPU (set rl.ray.use_gpu: true, or base.device: auto "
+                         "or cpu)")
+    return _mps_or_cpu() if name == "auto" else resolve_device(name)
 
 
 def training_dtype(device: torch.device | str) -> torch.dtype:

@@ -8,6 +8,7 @@ import torch
 
 from components.config import Params
 from components.device import (
+    ray_worker_device,
     resolve_device,
     to_device,
     trainer_precision,
@@ -104,6 +105,40 @@ def test_trl_runs_on_the_cpu_with_the_cpu_fields(tmp_path):
 def test_to_device_moves_the_tensors_and_keeps_the_rest():
     moved = to_device({"input_ids": torch.ones(2, 3), "n": 3}, torch.device("meta"))
     assert moved["input_ids"].device.type == "meta" and moved["n"] == 3
+
+
+@pytest.mark.parametrize("mps, expected", [(False, CPU), (True, MPS)])
+def test_ray_workers_without_a_gpu_of_their_own_leave_cuda_alone(machine, mps, expected):
+    machine(cuda=2, mps=mps)  # Ray shows zero-GPU workers the node's GPUs all the same
+    assert ray_worker_device(False, "auto") == expected
+    assert ray_worker_device(False, "cpu") == CPU
+    for name in ("cuda", "cuda:1"):
+        with pytest.raises(ValueError, match=f"base.device is {name} but rl.ray.use_gpu is "
+                                             "false"):
+            ray_worker_device(False, name)
+
+
+def test_ray_workers_with_a_gpu_take_the_one_ray_gave_them(machine, monkeypatch):
+    import ray.train.torch
+
+    machine(cuda=2)
+    monkeypatch.setattr(ray.train.torch, "get_device", lambda: torch.device("cuda", 1))
+    assert ray_worker_device(True, "auto") == torch.device("cuda", 1)
+    assert ray_worker_device(True, "cpu") == torch.device("cuda", 1)
+
+
+def test_rl_refuses_a_cuda_device_without_ray_gpus_before_starting_ray(machine, tmp_path,
+                                                                      monkeypatch):
+    from components.rl import stage
+
+    params = Params()
+    params.rl.sft = str(tmp_path)
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"")
+    params.base.device = "cuda"
+    machine(cuda=1)
+    monkeypatch.setattr(stage, "_start_ray", lambda cfg: pytest.fail("Ray was started"))
+    with pytest.raises(ValueError, match="rl.ray.use_gpu is false"):
+        stage.run_rl(params)
 
 
 def test_sft_refuses_a_device_before_reading_anything(machine, tmp_path):

@@ -46,6 +46,7 @@ def run_rl(params: Params) -> dict:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from components.device import ray_worker_device
     from components.rl.remote import ACTOR_NAME, start_scorer_actor
     from components.tracking import stage_run, tracking_uri
 
@@ -53,6 +54,8 @@ def run_rl(params: Params) -> dict:
     if not Path(cfg.sft, "adapter_model.safetensors").is_file():
         raise FileNotFoundError(f"rl.sft: {cfg.sft} is not an SFT model folder with a LoRA "
                                 "adapter (run the sft stage first)")
+    if not cfg.ray.use_gpu:
+        ray_worker_device(False, params.base.device)  # a CUDA name fails here, not in a worker
     started = _start_ray(cfg)
     try:
         with stage_run("rl", params.tracking, {"rl": as_dict(cfg)}) as run:

@@ -132,9 +132,8 @@ def train_worker(config: dict) -> None:
     """The Ray Train loop (`config`: {"params": ..., "cwd": the project folder,
     "scorer_actor": name or None, "mlflow_run_id": ..., "tracking_uri": ...})."""
     import ray.train
-    import ray.train.torch
 
-    from components.device import resolve_device
+    from components.device import ray_worker_device
     from components.rl.adapters import write_rl_folder
     from components.rl.remote import RemoteScorer
 
@@ -144,7 +143,7 @@ def train_worker(config: dict) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(max(1, int(cfg.ray.cpus_per_worker)))
-    device = ray.train.torch.get_device() if cfg.ray.use_gpu else resolve_device(params.base.device)
+    device = ray_worker_device(cfg.ray.use_gpu, params.base.device)
     tracked = bool(config.get("mlflow_run_id")) and rank == 0
     if tracked:
         os.environ["MLFLOW_RUN_ID"] = config["mlflow_run_id"]
