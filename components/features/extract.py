@@ -187,7 +187,7 @@ def _measure(job: ClipJob) -> tuple[dict, np.ndarray | None]:
     heard = None
     if not job.reference or job.asr_on_reference:
         # Speech recognition runs beside the measurements that do not need the transcript
-        # (serving measures a real 4 s clip in 0.30 s instead of 0.33 s with Moonshine).
+        # (with voice quality measured, a real 4 s clip took 0.30 s instead of 0.33 s in turn).
         transcriber = _transcriber(job.asr, os.getpid())
         if transcriber.concurrent:
             heard = _beside().submit(transcriber.transcribe, audio)
