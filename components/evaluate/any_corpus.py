@@ -72,7 +72,8 @@ def evaluate_model_on_corpus(params: Params, model: str, corpus: str, data_dir: 
         score_systems,
         write_outputs,
     )
-    from components.evaluate.systems import speechlm_predictions
+    from components.evaluate.refinement import frame_of
+    from components.evaluate.systems import predictor_clips
     from components.features.levels import load_levels, save_levels
     from components.features.stage import run_features
     from components.gates.gx_report import raise_if_failed
@@ -116,13 +117,16 @@ def evaluate_model_on_corpus(params: Params, model: str, corpus: str, data_dir: 
                              f"{list(meta.labels)} have none in common")
         allowed = shared if label_set == "shared" and len(shared) < len(labels) else None
         cfg, frames = params.evaluate, out / "features" / "frames"
-        systems = {"model": speechlm_predictions(
-            folder, evaluated, frames, meta.data_root, cfg.rationale, cfg.max_new_tokens,
-            cfg.batch_size, params.base.device, params.inference, allowed)[0]}
-        if allowed:
-            systems["model_open_set"] = speechlm_predictions(
-                folder, evaluated, frames, meta.data_root, False, cfg.max_new_tokens,
-                cfg.batch_size, params.base.device, params.inference)[0]
+        predictor, clips = predictor_clips(folder, evaluated, frames, meta.data_root,
+                                           cfg.max_new_tokens, params.base.device,
+                                           params.inference, allowed)
+        ids = evaluated["utt_id"].tolist()
+        systems = {"model": frame_of(predictor.predict_clips(
+            clips, rationale=cfg.rationale, batch_size=cfg.batch_size, progress=True), ids)}
+        if allowed:  # the same loaded model and inputs, any label, label only
+            predictor.allow(None)
+            systems["model_open_set"] = frame_of(predictor.predict_clips(
+                clips, rationale=False, batch_size=cfg.batch_size, progress=True), ids)
         gold = evaluated[GOLD_COLUMNS]
         cues = load_clip_cues(features, manifest, sorted(set(evaluated["split"])))
         cfg.reference = ""

@@ -31,14 +31,13 @@ def _audio(rows: pd.DataFrame, data_root: str) -> dict[str, np.ndarray]:
 def speechlm_predictions(folder: Path, rows: pd.DataFrame, frames_dir: Path, data_root: str,
                          rationale: bool, max_new_tokens: int, batch_size: int,
                          device: str = "cpu", inference: InferenceConfig | None = None,
-                         allowed: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
+                         ) -> tuple[pd.DataFrame, list[str]]:
     """(predictions of a model folder on `rows` (manifest + features), its label set), decoded
-    as `inference` says (its repeat block and claim guard; None: plain greedy), answering one
-    of `allowed` labels only (None: any, see `Predictor.allow`)."""
+    as `inference` says (its repeat block and claim guard; None: plain greedy)."""
     from components.evaluate.refinement import frame_of
 
     predictor, clips = predictor_clips(folder, rows, frames_dir, data_root, max_new_tokens,
-                                        device, inference, allowed)
+                                        device, inference)
     results = predictor.predict_clips(clips, rationale=rationale, batch_size=batch_size,
                                       progress=True)
     return frame_of(results, rows["utt_id"].tolist()), predictor.labels
@@ -48,7 +47,7 @@ def predictor_clips(folder: Path, rows: pd.DataFrame, frames_dir: Path, data_roo
                      max_new_tokens: int, device: str, inference: InferenceConfig | None = None,
                      allowed: list[str] | None = None) -> tuple[object, list]:
     """(the serving predictor of a model folder decoding as `inference` says and answering one
-    of `allowed` labels (None: any), its inputs for `rows`)."""
+    of `allowed` labels (None: any, see `Predictor.allow`), its inputs for `rows`)."""
     from components.serve.predictor import clips_from_features, frames_of, load_predictor
 
     predictor = load_predictor(folder, max_new_tokens=max_new_tokens, device=device,
@@ -67,7 +66,7 @@ def speechlm_refinement(folder: Path, rows: pd.DataFrame, first: pd.DataFrame,
                         ) -> dict[str, list[pd.DataFrame]]:
     """A model folder's self-correction rounds on `rows`, from its first answers `first`:
     instruction (and `control`) -> predictions of rounds 1..K (`inference`: InferenceConfig;
-    `allowed`: as `speechlm_predictions`')."""
+    `allowed`: as `predictor_clips`')."""
     from components.evaluate.refinement import run_rounds
 
     predictor, clips = predictor_clips(folder, rows, frames_dir, data_root, max_new_tokens,

@@ -166,8 +166,8 @@ class Predictor:
         """With a rationale after one-token labels, score the labels in the first step of the
         call that generates the rationale (`_score_and_generate`: the prompt is encoded once);
         False scores them in a pass of their own first (the benchmark's comparison)."""
-        self.allowed: list[str] | None = None
-        """The labels an answer may take (set by `allow`); None: every label of the model."""
+        self._keep: list[bool] | None = None
+        """Per label of the model, whether an answer may take it (set by `allow`); None: all."""
         self._prefix: tuple[list[int], object] | None = None
         self._words: torch.Tensor | None = None
         """The repeat block's word id per token (`repeat_block.word_ids`), built on first use."""
@@ -182,14 +182,13 @@ class Predictor:
             if unknown or not labels:
                 raise ValueError(f"allowed labels must be a non-empty subset of the model's "
                                  f"{self.labels}; not known: {unknown}")
-        self.allowed = None if labels is None else [x for x in self.labels if x in set(labels)]
+        self._keep = None if labels is None else [x in set(labels) for x in self.labels]
 
     def _kept(self, scores: torch.Tensor) -> torch.Tensor:
         """[B, labels] label scores with the labels `allow` left out set to -inf."""
-        if self.allowed is None:
+        if self._keep is None:
             return scores
-        keep = torch.tensor([x in self.allowed for x in self.labels], device=scores.device)
-        return scores.masked_fill(~keep, -math.inf)
+        return scores.masked_fill(~torch.tensor(self._keep, device=scores.device), -math.inf)
 
     # ------------------------------------------------------------------ inputs
     def measure_audio(self, audio: list[np.ndarray], speakers: list[str | None] | None = None,
@@ -367,8 +366,7 @@ class Predictor:
         case). Scoring in a pass of its own and generating after the label encode every prompt
         twice; on CPU that second encoding is about as long as writing the rationale."""
         targets = self._label_tokens(continuations)
-        first = targets if self.allowed is None else \
-            targets[:, [x in self.allowed for x in self.labels]]
+        first = targets if self._keep is None else targets[:, self._keep]
         ids, mask = left_pad([p + shared for p, (shared, _) in zip(prompts, continuations)],
                              self.tokenizer.pad_token_id, self.device)
 
