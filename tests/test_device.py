@@ -2,6 +2,7 @@
 errors that name the param, the trainer's precision fields, and (on a CUDA machine) SFT and
 prediction that really run on the GPU."""
 import contextlib
+import json
 
 import pytest
 import torch
@@ -155,6 +156,16 @@ def test_sft_refuses_a_device_before_reading_anything(machine, tmp_path):
         train_sft(params, tmp_path / "sft")
 
 
+def test_zero_shot_refuses_a_device_before_reading_anything(machine, tmp_path):
+    from components.speechlm.zeroshot import build_zero_shot
+
+    params = Params()  # its inputs do not exist: the device is checked first
+    machine(cuda=0)
+    params.base.device = "cuda"
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        build_zero_shot(params, tmp_path / "zeroshot")
+
+
 def test_int8_serving_is_refused_off_the_cpu(machine, tmp_path):
     from components.serve.predictor import load_predictor
 
@@ -243,3 +254,26 @@ def test_prediction_runs_on_the_gpu_and_agrees_with_the_cpu(cuda_sft, pipeline):
     cpu_encoder, _ = encoder_predictions(out, rows, frames_dir, str(root))
     for a, b in zip(gpu_encoder["probabilities"], cpu_encoder["probabilities"], strict=True):
         assert a == pytest.approx(b, abs=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+@needs_cuda
+def test_the_zero_shot_baseline_generates_on_the_gpu_as_on_the_cpu(pipeline, tmp_path):
+    """Greedy fp32 decoding: the same dev answers on either device; the saved folder loads."""
+    from components.speechlm.zeroshot import build_zero_shot
+
+    root, *_, tiny = pipeline
+    answers = {}
+    for device in ("cpu", "cuda"):
+        params = Params()
+        params.base.device = device
+        params.zeroshot.features = str(root / "features" / "features.parquet")
+        params.zeroshot.manifest = str(root / "manifest.parquet")
+        params.zeroshot.levels = str(root / "features" / "levels.json")
+        params.zeroshot.lm = str(tiny)
+        params.zeroshot.eval_clips, params.zeroshot.max_new_tokens = 4, 8
+        build_zero_shot(params, tmp_path / device)
+        answers[device] = json.loads((tmp_path / device / "eval.json").read_text())["samples"]
+    assert answers["cuda"]["utt_id"] == answers["cpu"]["utt_id"]
+    assert answers["cuda"]["predicted"] == answers["cpu"]["predicted"]

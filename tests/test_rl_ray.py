@@ -98,3 +98,25 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(pipeline, trained, tmp_pa
     labels = json.loads((trained / "task.json").read_text())["labels"]
     assert out["error"] is None and out["label"] in labels
     assert abs(sum(out["probabilities"].values()) - 1) < 1e-4
+
+
+def test_the_local_rays_blind_cleaner_is_quiet_and_errors_still_show():
+    """The setup hook targets Ray Train's own cleaner logger (a rename in a Ray upgrade fails
+    here) and drops its warnings only."""
+    import logging
+
+    from ray.train.v2._internal.execution.controller import placement_group_cleaner
+
+    from components.rl.stage import CLEANER_LOGGER, quiet_blind_cleaner
+
+    logger = placement_group_cleaner.logger
+    assert logger.name == CLEANER_LOGGER
+    level = logger.level
+    try:
+        assert logger.isEnabledFor(logging.WARNING)
+        quiet_blind_cleaner()
+        assert not logger.isEnabledFor(logging.WARNING)
+        assert logger.isEnabledFor(logging.ERROR)
+        assert logging.getLogger("ray.train").isEnabledFor(logging.WARNING)
+    finally:
+        logger.setLevel(level)

@@ -9,6 +9,7 @@ workers' reward function.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -18,6 +19,19 @@ from pathlib import Path
 from components.config import Params, as_dict
 from components.rl.worker import SUMMARY_FILE, checkpoint_folder, train_worker
 from components.run_stats import read_run_stats, write_run_stats
+
+
+# Ray Train's detached cleaner polls the state API every second to see whether the controller
+# is alive; a local Ray started without the dashboard has no state API, so it warns each time.
+CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+
+
+def quiet_blind_cleaner() -> None:
+    """Ray worker setup hook for the local Ray: silences the placement-group cleaner's
+    warnings (hundreds per run, all the same) that the state API is unavailable. The local Ray
+    is shut down by this stage, so there is nothing for the cleaner to clean; errors still
+    show."""
+    logging.getLogger(CLEANER_LOGGER).setLevel(logging.ERROR)
 
 
 def _start_ray(cfg) -> bool:
@@ -35,7 +49,8 @@ def _start_ray(cfg) -> bool:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # no token file under $HOME
         needed = cfg.ray.num_workers * cfg.ray.cpus_per_worker + cfg.ray.reward_actor_cpus
         ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(needed)), include_dashboard=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": path, "RAY_AUTH_MODE": "disabled"}})
+                 runtime_env={"env_vars": {"PYTHONPATH": path, "RAY_AUTH_MODE": "disabled"},
+                              "worker_process_setup_hook": quiet_blind_cleaner})
     return True
 
 

@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 
 from components.config import FeaturesConfig, Params
+from components.device import resolve_device, to_device
 from components.features.levels import load_levels
 from components.prepare.schema import read_manifest
 from components.speechlm.formats import build_prompt, parse_output
@@ -36,13 +37,15 @@ def text_prompt(transcript: str, caption: str, fmt: str, labels: list[str],
 @torch.no_grad()
 def generate_text(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int,
                   batch_size: int = 8) -> list[str]:
-    """Greedy continuations of text-only chat prompts (left-padded batches)."""
+    """Greedy continuations of text-only chat prompts (left-padded batches), on the model's
+    device."""
     model.eval()
+    device = next(model.parameters()).device
     texts = []
     for start in range(0, len(prompts), batch_size):
-        batch = tokenizer.apply_chat_template(
+        batch = to_device(tokenizer.apply_chat_template(
             prompts[start:start + batch_size], add_generation_prompt=True, padding=True,
-            return_tensors="pt", return_dict=True)
+            return_tensors="pt", return_dict=True), device)
         out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                              pad_token_id=tokenizer.pad_token_id)
         texts += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:],
@@ -74,9 +77,11 @@ def build_zero_shot(params: Params, out: Path) -> dict:
     from components.tracking import stage_run
 
     cfg = params.zeroshot
+    device = resolve_device(params.base.device)  # a device the machine lacks fails first
     dev, labels, majority = dev_clips(cfg.features, cfg.manifest, cfg.eval_clips)
     with stage_run("zeroshot", params.tracking, {"zeroshot": as_dict(cfg)}):
         model, tokenizer = build_speechlm(cfg.lm, lora=False)
+        model.to(device)
         prompts = [text_prompt(r.transcript or "", r.prosody_caption, cfg.format, labels,
                                model.config.audio_token) for r in dev.itertuples()]
         texts = generate_text(model, tokenizer, prompts, cfg.max_new_tokens)
