@@ -107,8 +107,10 @@ def run_fold(k: int, params: dict, folder: Path) -> float:
     return minutes
 
 
-def fold_predictions(folder: Path) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], dict, list]:
-    """(gold rows, system -> predictions, clip cues, labels) of a finished fold."""
+def fold_predictions(folder: Path, names: tuple[str, ...] = SYSTEMS, out: str | None = None
+                     ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], dict, list]:
+    """(gold rows, system -> predictions, clip cues, labels) of a finished fold: the systems
+    `names` of its evaluation in `out` (default the fold's `evaluate.out`)."""
     from components.config import load_params
     from components.evaluate.rationale_quality import load_clip_cues
     from components.evaluate.stage import GOLD_COLUMNS, evaluation_rows
@@ -122,8 +124,8 @@ def fold_predictions(folder: Path) -> tuple[pd.DataFrame, dict[str, pd.DataFrame
     finally:
         os.chdir(cwd)
     systems = {}
-    for name in SYSTEMS:
-        path = folder / cfg.out / "predictions" / f"{name}.parquet"
+    for name in names:
+        path = folder / (out or cfg.out) / "predictions" / f"{name}.parquet"
         if path.exists():
             pred = pd.read_parquet(path)
             pred["probabilities"] = [json.loads(p) if isinstance(p, str) else None
@@ -196,15 +198,18 @@ def print_perception(title: str, table: dict[str, dict]) -> None:
               f"{t['difference_ci'][1]:+.3f}]")
 
 
-def print_systems(title: str, systems: dict) -> None:
+def print_systems(title: str, systems: dict, names: tuple[str, ...] = SYSTEMS,
+                  rationales: tuple[str, ...] = ("sft",)) -> None:
+    """The metrics table of `names` and the rationale figures of the systems `rationales`."""
     from components.evaluate.stage import table_lines
 
     print(f"\n== {title}")
-    print("\n".join(table_lines({n: systems[n] for n in SYSTEMS if n in systems})))
-    sft = systems.get("sft", {})
-    figures = [f"{k} {sft[k]:.3f}" for k in RATIONALE_FIGURES if sft.get(k) is not None]
-    if figures:
-        print("sft rationales: " + ", ".join(figures))
+    print("\n".join(table_lines({n: systems[n] for n in names if n in systems})))
+    for name in rationales:
+        entry = systems.get(name, {})
+        figures = [f"{k} {entry[k]:.3f}" for k in RATIONALE_FIGURES if entry.get(k) is not None]
+        if figures:
+            print(f"{name} rationales: " + ", ".join(figures))
 
 
 def main() -> None:

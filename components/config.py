@@ -580,10 +580,19 @@ class RLConfig:
     save_steps: int = 2
     log_completions_steps: int = 2
     """Steps between tables of sample completions with their rewards."""
+    splits: list[str] = field(default_factory=lambda: ["train"])
+    """Splits whose clips are the prompts: train (the clips SFT learned), dev (speakers SFT
+    never trained on; their outcome reward varies where the train clips' is constant), or
+    both. Never test."""
     max_clips: int | None = None
-    """Train on this many training clips (spread over speakers and labels); None: all."""
+    """Train on this many clips of `splits` (spread over speakers and labels); None: all."""
     checkpoint_dir: str = ".emoreason/checkpoints/rl"
     ray: RayTrainConfig = field(default_factory=RayTrainConfig)
+
+    def __post_init__(self):
+        if not self.splits or not set(self.splits) <= {"train", "dev"} \
+                or len(set(self.splits)) < len(self.splits):
+            raise ValueError(f"rl.splits must name train and/or dev once each, got {self.splits}")
 
 
 @dataclass

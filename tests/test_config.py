@@ -31,6 +31,9 @@ def test_repository_params_load_and_match_defaults_where_documented():
     ({"sft": {"lerning_rate": 0.1}}, "unknown key sft.lerning_rate (known: "),
     ({"sft": {"learning_rate": "abc"}}, "sft.learning_rate: expected a number, got 'abc'"),
     ({"distill": {"teacher": {"top_p": [0.9]}}}, "distill.teacher.top_p: expected a number, got [0.9]"),
+    ({"rl": {"splits": ["train", "test"]}}, "rl.splits must name train and/or dev once each"),
+    ({"rl": {"splits": []}}, "rl.splits must name train and/or dev once each"),
+    ({"rl": {"splits": ["dev", "dev"]}}, "rl.splits must name train and/or dev once each"),
 ])
 def test_bad_params_name_the_key(data, message):
     with pytest.raises(ConfigError) as err:

@@ -1,4 +1,4 @@
-"""The RL training rows: one per training clip with a consensus label, holding the exact
+"""The RL training rows: one per clip of `rl.splits` with a consensus label, holding the exact
 prompt tokens the SFT model was trained on and everything the rewards read.
 
 Columns (TRL passes every column to every reward function as a list):
@@ -20,18 +20,20 @@ from components.speechlm.sft_data import SftDataConfig, build_sft_examples, spre
 
 def training_examples(features: pd.DataFrame, manifest: pd.DataFrame, fmt: str,
                       transcript_source: str, max_clips: int | None, seed: int,
-                      prosody_caption: bool = False) -> list[dict]:
-    """SER examples of the training split (label-only targets: RL writes its own), at most
-    `max_clips`, spread over the split's order; `prosody_caption` as the SFT model was
+                      prosody_caption: bool = False,
+                      splits: list[str] | None = None) -> list[dict]:
+    """SER examples of `splits` (default train; label-only targets: RL writes its own), at
+    most `max_clips`, spread over their order; `prosody_caption` as the SFT model was
     trained (its task.json)."""
     cfg = SftDataConfig(fmt=fmt, transcript_source=transcript_source, perception_ratio=0.0,
-                        population_norm_share=0.0, splits=["train"], seed=seed,
+                        population_norm_share=0.0, splits=splits or ["train"], seed=seed,
                         label_only_fallback=True, prosody_caption=prosody_caption)
     examples = build_sft_examples(features, manifest, [], cfg)
     if max_clips is not None:
         examples = [examples[i] for i in spread(len(examples), max_clips)]
     if not examples:
-        raise ValueError("no training clip with a consensus label: nothing to reinforce")
+        raise ValueError(f"no clip of splits {cfg.splits} has a consensus label: nothing to "
+                         "reinforce")
     return examples
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -23,6 +24,15 @@ from components.run_stats import write_run_stats
 
 SCHEDULE_FILE = "ptr_schedule.json"
 SUMMARY_FILE = "rl.json"
+TRL_DEPRECATIONS = r"`(gradient_checkpointing_enable|gradient_checkpointing_disable|" \
+    r"is_gradient_checkpointing)` is deprecated"
+"""transformers' warnings about the calls the pinned trl makes around every generation
+(`trl.models.utils`): three per step, each printed anew because a `catch_warnings` block
+elsewhere resets Python's once-per-place memory. Nothing for a user to act on."""
+
+
+def hide_trl_deprecations() -> None:
+    warnings.filterwarnings("ignore", message=TRL_DEPRECATIONS, category=FutureWarning)
 
 
 class ScheduleCheckpoint(TrainerCallback):
@@ -80,6 +90,7 @@ def build_trainer(params: Params, world: int, device: torch.device, scorer=None,
     from components.speechlm.io import TASK_FILE, load_speechlm
     from components.speechlm.train import last_checkpoint
 
+    hide_trl_deprecations()
     cfg = params.rl
     per_device, rest = divmod(cfg.prompts_per_step * cfg.num_generations, world)
     if rest:
@@ -93,11 +104,12 @@ def build_trainer(params: Params, world: int, device: torch.device, scorer=None,
     features = pd.read_parquet(cfg.features)
     examples = training_examples(features, manifest, task["format"], task["transcript_source"],
                                  cfg.max_clips, params.base.seed,
-                                 prosody_caption=task.get("prosody_caption", False))
+                                 prosody_caption=task.get("prosody_caption", False),
+                                 splits=cfg.splits)
     source = AudioSource.from_features(model, cfg.frames, manifest, meta.data_root,
                                        {e["utt_id"] for e in examples}, features)
     collator = SpeechCollator(tokenizer, source, task["labels"])
-    cues = {c.utt_id: c for c in load_cues(Path(cfg.features), Path(cfg.manifest), ["train"])}
+    cues = {c.utt_id: c for c in load_cues(Path(cfg.features), Path(cfg.manifest), cfg.splits)}
     rows = build_rows(examples, source, collator, manifest, cues, task["labels"])
     if scorer is None and "reasoning" in cfg.rewards:
         scorer = build_scorer(cfg, params.distill.verify, params.base.seed)
@@ -112,6 +124,7 @@ def build_trainer(params: Params, world: int, device: torch.device, scorer=None,
         lr_scheduler_type="constant", max_steps=cfg.max_steps, save_strategy="steps",
         save_steps=cfg.save_steps, save_total_limit=2, logging_steps=1, seed=params.base.seed,
         remove_unused_columns=False, dataloader_num_workers=0, disable_dropout=True,
+        activation_checkpointing=True,  # trl's default, by the name transformers keeps
         generation_kwargs={"suppress_tokens": [model.config.audio_token_id]},
         report_to=report_to or [], **trainer_precision(device),
     )
