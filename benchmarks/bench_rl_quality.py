@@ -10,9 +10,9 @@ fold's test clips (`reports/evaluate_rl_<tag>`). Printed per fold and pooled ove
 (every test clip once): UA / WA / macro-F1 / annotator-aware F1 with 95% bootstrap intervals,
 the rationale figures, the paired bootstrap of each RL model against `sft` (UA, annotator-aware
 F1, Brier score), how many test labels and rationales differ from SFT's, and per run its
-minutes and training signal (first and last ten steps: outcome reward, share of groups whose
-rewards are all equal, running training accuracy). A finished run or evaluation is read, not
-re-run.
+minutes and training signal (first and last ten steps: outcome reward, shares of groups whose
+outcome rewards and whose total rewards are all equal, running training accuracy, whether the
+reasoning reward counts). A finished run or evaluation is read, not re-run.
 
 Run: python benchmarks/bench_rl_quality.py --tag lr1e-4_dev --set rl.learning_rate=0.0001
      rl.splits=[dev] [--steps 40] [--folds 0 1 2] [--ablations none outcome_only] [--work DIR]
@@ -32,7 +32,8 @@ import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 from bench_quality import fold_predictions, print_systems  # noqa: E402
 
-SIGNAL = ("reward/outcome", "groups/all_equal_share", "train/accuracy", "ptr/schedule_on")
+SIGNAL = ("reward/outcome", "groups/outcome_all_equal_share", "groups/all_equal_share",
+          "train/accuracy", "ptr/schedule_on")
 COMPARED = ("ua", "annotator_aware_macro_f1", "brier")
 
 
@@ -67,7 +68,7 @@ def training_signal(folder: Path, out: str) -> dict[str, list[float]]:
     client = mlflow.MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
     runs = [r for e in client.search_experiments() for r in client.search_runs(
         [e.experiment_id], filter_string="tags.stage = 'rl'")
-        if r.data.params.get("rl.out") == out]
+        if r.data.params.get("rl.rl.out") == out]
     if not runs:
         return {}
     run = max(runs, key=lambda r: r.info.start_time)

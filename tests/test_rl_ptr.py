@@ -84,7 +84,8 @@ def test_total_is_the_weighted_sum_with_tau_on_the_reasoning_term():
     assert total == pytest.approx([1.3 + 0.1 * TAU, 1.3 + 0.2 * TAU, 0.3 + 0.4 * TAU,
                                    0.3 * TAU, 0, 0, 0, 0])
     assert stats == pytest.approx({"ptr/tau_mean": (TAU + 1) / 2, "ptr/tau_below_1_share": 0.5,
-                                   "ptr/schedule_on": 1.0, "groups/all_equal_share": 0.5})
+                                   "ptr/schedule_on": 1.0, "groups/all_equal_share": 0.5,
+                                   "groups/outcome_all_equal_share": 0.5})
 
 
 def test_reasoning_waits_for_the_schedule():
@@ -104,7 +105,8 @@ def test_ablations_no_tau_no_schedule_outcome_only():
     only, stats = combine(REWARDS_2X4[:, 1:2], ["outcome"], [1.0], 4, PTRConfig(), False)
     assert only == pytest.approx([1, 1, 0, 0, 0, 0, 0, 0])
     assert stats == {"ptr/tau_mean": 1.0, "ptr/tau_below_1_share": 0.0,
-                     "ptr/schedule_on": 0.0, "groups/all_equal_share": 0.5}
+                     "ptr/schedule_on": 0.0, "groups/all_equal_share": 0.5,
+                     "groups/outcome_all_equal_share": 0.5}
 
 
 def test_tau_splits_on_the_annotator_aware_outcome_or_is_one_without_an_outcome():
@@ -113,8 +115,19 @@ def test_tau_splits_on_the_annotator_aware_outcome_or_is_one_without_an_outcome(
                            PTRConfig(), True)
     tau = math.exp(0.1 - 0.9)
     assert total == pytest.approx([1.0 + 0.1 * tau, 0.5 + 0.9 * tau])
+    assert stats["groups/outcome_all_equal_share"] == 0.0  # 1.0 and 0.5 differ
     total, stats = combine(r[:, 1:], ["reasoning"], [1.0], 2, PTRConfig(), True)
     assert total == pytest.approx([0.1, 0.9]) and stats["ptr/tau_mean"] == 1.0
+    assert "groups/outcome_all_equal_share" not in stats  # no outcome reward
+
+
+def test_the_outcome_share_sees_equal_labels_where_reasoning_makes_totals_differ():
+    """Groups whose outcomes agree while their rationales score differently: every total
+    differs (all_equal 0), but the label gives no signal in either group."""
+    r = np.array([[1, 1, 0.2], [1, 1, 0.9], [1, 0, 0.1], [1, 0, 0.7]], dtype=float)
+    _, stats = combine(r, NAMES, WEIGHTS, 2, PTRConfig(), schedule_on=True)
+    assert stats["groups/all_equal_share"] == 0.0
+    assert stats["groups/outcome_all_equal_share"] == 1.0
 
 
 def test_combine_takes_tensors_and_nan_and_rejects_mismatches():

@@ -23,7 +23,8 @@ pytestmark = pytest.mark.slow
 
 LOGGED = ("reward/total", "reward/format", "reward/outcome", "reward/reasoning",
           "reward/total_std", "ptr/tau_mean", "ptr/tau_below_1_share", "ptr/schedule_on",
-          "groups/all_equal_share", "kl", "train/accuracy", "completion/length")
+          "groups/all_equal_share", "groups/outcome_all_equal_share", "kl", "train/accuracy",
+          "completion/length")
 
 
 def ray_processes() -> set[int]:

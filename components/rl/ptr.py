@@ -113,7 +113,9 @@ def combine(rewards_per_func, names: list[str], weights: list[float], group_size
     Stats: `ptr/tau_mean` and `ptr/tau_below_1_share` over groups (computed even when
     `ptr_cfg.tau` is off, to show what it would do), `ptr/schedule_on` (1.0 when R_t counts
     this step), `groups/all_equal_share` (groups whose totals are all equal: no advantage,
-    no learning signal).
+    no learning signal) and, with an outcome reward, `groups/outcome_all_equal_share` (groups
+    whose completions all got the same outcome reward: the label itself gives no signal, only
+    the other rewards can).
     """
     r = _as_array(rewards_per_func, 2)
     names = list(names)
@@ -124,9 +126,9 @@ def combine(rewards_per_func, names: list[str], weights: list[float], group_size
     terms = r * w
     tau = np.ones(n_groups)
     reasoning_counts = not ptr_cfg.schedule or bool(schedule_on)
+    outcome = next((names.index(o) for o in OUTCOMES if o in names), None)
     if REASONING in names:
         j = names.index(REASONING)
-        outcome = next((names.index(o) for o in OUTCOMES if o in names), None)
         if outcome is not None:
             tau = trust_weights(r[:, outcome], r[:, j], group_size)
         if not reasoning_counts:
@@ -141,4 +143,7 @@ def combine(rewards_per_func, names: list[str], weights: list[float], group_size
         "ptr/schedule_on": float(reasoning_counts),
         "groups/all_equal_share": float((spread <= 1e-9).mean()),
     }
+    if outcome is not None:
+        outcomes = r[:, outcome].reshape(n_groups, group_size)
+        stats["groups/outcome_all_equal_share"] = float((np.ptp(outcomes, axis=1) <= 1e-9).mean())
     return total, stats
