@@ -44,6 +44,7 @@ bench: install
 	$(PY) benchmarks/bench_prosody_ravdess.py
 	$(PY) benchmarks/bench_resume.py
 	$(PY) benchmarks/bench_quality.py
+	$(PY) benchmarks/bench_rl_quality.py --tag lr4_dev --set rl.learning_rate=0.0001 'rl.splits=[dev]'
 	$(PY) benchmarks/bench_behaviour.py --model .emoreason/bench_quality/fold0/models/sft
 
 # Prefect server, work pools, a worker, MLflow server; deploys prefect.yaml (after `make install`).

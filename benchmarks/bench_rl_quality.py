@@ -14,7 +14,7 @@ minutes and training signal (first and last ten steps: outcome reward, shares of
 outcome rewards and whose total rewards are all equal, running training accuracy, whether the
 reasoning reward counts). A finished run or evaluation is read, not re-run.
 
-Run: python benchmarks/bench_rl_quality.py --tag lr1e-4_dev --set rl.learning_rate=0.0001
+Run: python benchmarks/bench_rl_quality.py --tag lr4_dev --set rl.learning_rate=0.0001
      rl.splits=[dev] [--steps 40] [--folds 0 1 2] [--ablations none outcome_only] [--work DIR]
 """
 import argparse
