@@ -581,9 +581,9 @@ class RLConfig:
     log_completions_steps: int = 2
     """Steps between tables of sample completions with their rewards."""
     splits: list[str] = field(default_factory=lambda: ["train"])
-    """Splits whose clips are the prompts: train (the clips SFT learned), dev (speakers SFT
-    never trained on; their outcome reward varies where the train clips' is constant), or
-    both. Never test."""
+    """Splits whose clips are the prompts: train (the clips SFT learned, which it mostly
+    answers right every time), dev (speakers SFT never trained on, which it gets wrong more
+    often), or both. Never test."""
     max_clips: int | None = None
     """Train on this many clips of `splits` (spread over speakers and labels); None: all."""
     checkpoint_dir: str = ".emoreason/checkpoints/rl"
