@@ -134,6 +134,22 @@ def fold_predictions(folder: Path, names: tuple[str, ...] = SYSTEMS, out: str | 
     return evaluated[GOLD_COLUMNS], systems, cues, list(meta.labels)
 
 
+def pooled_folds(folders: list[Path], names: tuple[str, ...] = SYSTEMS, out: str | None = None
+                 ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], dict, list]:
+    """`fold_predictions` of every folder concatenated (every test clip once): the systems
+    found in all of them."""
+    golds, preds, cues, labels = [], {}, {}, None
+    for folder in folders:
+        gold, systems, fold_cues, labels = fold_predictions(folder, names, out)
+        golds.append(gold)
+        cues.update(fold_cues)
+        for name, pred in systems.items():
+            preds.setdefault(name, []).append(pred)
+    return (pd.concat(golds, ignore_index=True),
+            {n: pd.concat(p, ignore_index=True) for n, p in preds.items()
+             if len(p) == len(folders)}, cues, labels)
+
+
 def test_perception(folder: Path) -> pd.DataFrame:
     """The fold's SFT model asked every measured perception question of its test clips, with
     the speaker-normalised prosody token as the evaluate stage feeds it: one row per question
@@ -234,26 +250,18 @@ def main() -> None:
     from components.config import load_params
     from components.evaluate.stage import score_systems
 
-    golds, preds, cues, minutes, labels = [], {}, {}, {}, None
+    minutes = {}
     for k in args.folds:
         folder = args.work / f"fold{k}"
         minutes[k] = run_fold(k, fold_params(k, args.data, args.work, overrides), folder)
         fold_metrics = json.loads((folder / "reports" / "evaluate" / "metrics.json").read_text())
         print_systems(f"fold {k} (test {', '.join(fold_speakers(k)[0])}; "
                       f"{minutes[k]:.1f} min)", fold_metrics["systems"])
-        gold, systems, fold_cues, labels = fold_predictions(folder)
-        golds.append(gold)
-        cues.update(fold_cues)
-        for name, pred in systems.items():
-            preds.setdefault(name, []).append(pred)
+    gold, preds, cues, labels = pooled_folds([args.work / f"fold{k}" for k in args.folds])
     cfg = load_params(args.work / f"fold{args.folds[0]}" / "params.yaml").evaluate
     cfg.n_boot = args.n_boot
-    pooled = score_systems(pd.concat(golds, ignore_index=True),
-                           {n: pd.concat(p, ignore_index=True) for n, p in preds.items()
-                            if len(p) == len(args.folds)},
-                           labels, cues, cfg, seed=0)
-    print_systems(f"pooled over folds {args.folds} ({sum(map(len, golds))} clips)",
-                  pooled["systems"])
+    pooled = score_systems(gold, preds, labels, cues, cfg, seed=0)
+    print_systems(f"pooled over folds {args.folds} ({len(gold)} clips)", pooled["systems"])
     for test in pooled["pvalues"]:
         print(f"paired bootstrap {test['a']} vs {test['b']} on {test['metric']}: "
               f"{test['a_value']:.3f} vs {test['b_value']:.3f}, p = {test['p']:.3f}")

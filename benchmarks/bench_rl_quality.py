@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
-from bench_quality import fold_predictions, print_systems  # noqa: E402
+from bench_quality import pooled_folds, print_systems  # noqa: E402
 
 SIGNAL = ("reward/outcome", "groups/outcome_all_equal_share", "groups/all_equal_share",
           "train/accuracy", "ptr/schedule_on")
@@ -111,7 +111,7 @@ def main() -> None:
         overrides[key] = yaml.safe_load(value)
     names = [run_name(args.tag, a) for a in args.ablations]
     shown = ("sft", *names)
-    golds, preds, cues, labels, runs = [], {}, {}, None, []
+    runs = []
     for k in args.folds:
         folder = args.work / f"fold{k}"
         if not (folder / "reports" / "evaluate" / "metrics.json").exists():
@@ -129,7 +129,7 @@ def main() -> None:
                          "minutes": read_run_stats(folder / out).get("train_minutes",
                                                                      float("nan")),
                          "clips": summary.get("clips"),
-                         **{s: v for s, v in training_signal(folder, out).items()}})
+                         **training_signal(folder, out)})
         evaluated = f"reports/evaluate_rl_{args.tag}"
         if not (folder / evaluated / "metrics.json").exists():
             scored = {**params, "evaluate": {**params["evaluate"], "out": evaluated,
@@ -137,16 +137,12 @@ def main() -> None:
             stage(folder, scored, f"evaluate_rl_{args.tag}", ["evaluate"])
         fold = json.loads((folder / evaluated / "metrics.json").read_text())["systems"]
         print_systems(f"fold {k}", fold, shown, shown)
-        gold, systems, fold_cues, labels = fold_predictions(folder, shown, evaluated)
-        golds.append(gold)
-        cues.update(fold_cues)
-        for name, pred in systems.items():
-            preds.setdefault(name, []).append(pred)
 
+    gold, pooled, cues, labels = pooled_folds([args.work / f"fold{k}" for k in args.folds],
+                                              shown, f"reports/evaluate_rl_{args.tag}")
+    gold = in_label_set(gold, labels)
     cfg = load_params(args.work / f"fold{args.folds[0]}" / "params.yaml").evaluate
     cfg.n_boot = args.n_boot
-    gold = in_label_set(pd.concat(golds, ignore_index=True), labels)
-    pooled = {n: pd.concat(p, ignore_index=True) for n, p in preds.items()}
     scored = score_systems(gold, pooled, labels, cues, cfg, seed=0)
     print_systems(f"pooled over folds {args.folds} ({len(gold)} clips)", scored["systems"],
                   shown, shown)
