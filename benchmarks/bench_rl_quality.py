@@ -12,7 +12,8 @@ the rationale figures, the paired bootstrap of each RL model against `sft` (UA, 
 F1, Brier score), how many test labels and rationales differ from SFT's, and per run its
 minutes and training signal (first and last ten steps: outcome reward, shares of groups whose
 outcome rewards and whose total rewards are all equal, running training accuracy, whether the
-reasoning reward counts). A finished run or evaluation is read, not re-run.
+reasoning reward counts). A finished run is read, not re-run, and so is an evaluation that
+scored every model asked for.
 
 Run: python benchmarks/bench_rl_quality.py --tag lr4_dev --set rl.learning_rate=0.0001
      rl.splits=[dev] [--steps 40] [--folds 0 1 2] [--ablations none outcome_only] [--work DIR]
@@ -76,6 +77,13 @@ def training_signal(folder: Path, out: str) -> dict[str, list[float]]:
                                         key=lambda m: m.step)] for k in SIGNAL}
 
 
+def evaluated_systems(folder: Path) -> set[str]:
+    """The systems an evaluation folder scored (none when it has not finished): one made
+    for fewer ablations is evaluated again, not read."""
+    path = folder / "metrics.json"
+    return set(json.loads(path.read_text())["systems"]) if path.exists() else set()
+
+
 def mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
@@ -131,7 +139,7 @@ def main() -> None:
                          "clips": summary.get("clips"),
                          **training_signal(folder, out)})
         evaluated = f"reports/evaluate_rl_{args.tag}"
-        if not (folder / evaluated / "metrics.json").exists():
+        if not set(shown) <= evaluated_systems(folder / evaluated):
             scored = {**params, "evaluate": {**params["evaluate"], "out": evaluated,
                                              "models": {n: f"models/{n}" for n in shown}}}
             stage(folder, scored, f"evaluate_rl_{args.tag}", ["evaluate"])

@@ -316,6 +316,10 @@ class SFTConfig:
     """Loss weight of the words of a rationale that state a measured level ("the speaking
     rate is fast"), against 1 for the rest: the LM must copy them from the caption and the
     audio, while the words around them follow from the label."""
+    label_smoothing: float = 0.0
+    """Share of the SER label token's target spread evenly over the label set's tokens
+    (0: the hard label). A model that gives its top label ~1 leaves GRPO's sampled answers
+    nothing to disagree on (see `components.speechlm.train.smooth_labels`)."""
     encoder_learning_rate: float = 1e-4
     """The projectors (and the warmed-up encoder, unless frozen) during SFT: low, so the LM
     learns to read them."""
@@ -355,6 +359,8 @@ class SFTConfig:
             raise ValueError("sft.level_evidence needs the encoder warm-up and the perception tasks "
                              "that train its level heads: set sft.encoder_pretrain_epochs > 0 and "
                              "sft.perception_ratio > 0, or sft.level_evidence: false")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"sft.label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.freeze_warmed_encoder and self.encoder_pretrain_epochs <= 0:
             raise ValueError("sft.freeze_warmed_encoder keeps the warm-up's encoder: set "
                              "sft.encoder_pretrain_epochs > 0 or sft.freeze_warmed_encoder: false")

@@ -34,6 +34,8 @@ def test_repository_params_load_and_match_defaults_where_documented():
     ({"rl": {"splits": ["train", "test"]}}, "rl.splits must name train and/or dev once each"),
     ({"rl": {"splits": []}}, "rl.splits must name train and/or dev once each"),
     ({"rl": {"splits": ["dev", "dev"]}}, "rl.splits must name train and/or dev once each"),
+    ({"sft": {"label_smoothing": 1.0}}, "sft.label_smoothing must be in [0, 1), got 1.0"),
+    ({"sft": {"label_smoothing": -0.1}}, "sft.label_smoothing must be in [0, 1), got -0.1"),
 ])
 def test_bad_params_name_the_key(data, message):
     with pytest.raises(ConfigError) as err:

@@ -66,6 +66,72 @@ def test_collator_weights_the_heard_answer(pipeline):
     assert (batch["loss_weights"][0] == 1.0).sum() > 5  # the rationale keeps weight 1
 
 
+def test_collator_marks_each_ser_rows_label_token_and_every_labels_token_there(pipeline):
+    """With `label_smoothing`, a SER row's `label_position` is its label's token in the row,
+    and `label_choices` are the tokens each label of the set would have there; perception
+    rows get none. A label set whose labels share their first token is refused by name."""
+    root, df, feats, records, labels, tiny = pipeline
+    model, tokenizer = build_speechlm(str(tiny), **TINY)
+    examples = build_sft_examples(feats, df, records, SftDataConfig(perception_ratio=0.5))
+    source = AudioSource(model, frames=load_frames(root / "features" / "frames",
+                                                   {e["utt_id"] for e in examples}))
+    plain = SpeechCollator(tokenizer, source, labels)(examples[:2])
+    assert not {"label_smoothing", "label_position", "label_choices"} & set(plain)
+    ser = [e for e in examples if e["task"] == "ser"][:3]
+    perception = next(e for e in examples if e["task"] != "ser")
+    batch = SpeechCollator(tokenizer, source, labels, label_smoothing=0.1)(ser + [perception])
+    assert "loss_weights" in batch  # the weighted loss, which applies the smoothing, runs
+    assert batch["label_smoothing"].tolist() == pytest.approx([0.1, 0.1, 0.1, 0.0])
+    assert batch["label_position"][-1] == -1
+    for row, at, choices, example in zip(batch["input_ids"], batch["label_position"],
+                                         batch["label_choices"], ser):
+        assert [tokenizer.decode([t]).strip() for t in choices] == labels
+        assert row[at] == choices[labels.index(example["label"])]
+        assert batch["labels"][ser.index(example)][at] == row[at]  # a target, not the prompt
+    with pytest.raises(ValueError, match="label smoothing needs labels that part at one token"):
+        SpeechCollator(tokenizer, source, labels + [labels[0] + "ness"],
+                       label_smoothing=0.1)(ser[:1])
+    with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\)"):
+        SpeechCollator(tokenizer, source, labels, label_smoothing=1.0)
+
+
+def test_the_sft_loss_moves_eps_of_each_label_tokens_target_to_the_label_set(pipeline):
+    """The trainer's loss with `label_smoothing` eps exceeds the hard-label loss by eps x
+    (mean over the label set of -log p(label) - (-log p(gold))) at each SER row's label
+    token, times its weight, over the summed weights: nothing else in the loss changes."""
+    from components.speechlm.train import answer_weighted_trainer
+
+    root, df, feats, records, labels, tiny = pipeline
+    model, tokenizer = build_speechlm(str(tiny), **TINY)
+    model.eval()
+    examples = build_sft_examples(feats, df, records, SftDataConfig(perception_ratio=0.5))
+    ser = [e for e in examples if e["task"] == "ser"][:2]
+    batch_examples = ser + [next(e for e in examples if e["task"] != "ser")]
+    source = AudioSource(model, frames=load_frames(root / "features" / "frames",
+                                                   {e["utt_id"] for e in batch_examples}))
+    trainer = answer_weighted_trainer()
+    trainer = trainer.__new__(trainer)  # compute_loss needs no trainer state on this path
+    losses = {}
+    for eps in (0.0, 0.3):
+        batch = SpeechCollator(tokenizer, source, labels, answer_weight=4.0,
+                               label_smoothing=eps)(batch_examples)
+        with torch.no_grad():
+            losses[eps] = trainer.compute_loss(model, dict(batch)).item()
+    weights = batch["loss_weights"][:, 1:] * (batch["labels"][:, 1:] != IGNORE)
+    inputs = {k: v for k, v in batch.items() if k not in (
+        "labels", "loss_weights", "label_smoothing", "label_position", "label_choices")}
+    with torch.no_grad():
+        logits = model(**inputs).logits.float()
+    shift = 0.0
+    for row, at in enumerate(batch["label_position"].tolist()[:2]):
+        logp = logits[row, at - 1].log_softmax(-1)
+        gold = batch["input_ids"][row, at]
+        spread = -logp[batch["label_choices"][row]].mean()
+        shift += weights[row, at - 1].item() * 0.3 * (spread + logp[gold]).item()
+    assert abs(shift) > 1e-3  # the untrained model does not already give the label set eps
+    assert losses[0.3] - losses[0.0] == pytest.approx(shift / weights.sum().item(), rel=2e-3)
+
+
 def test_collator_weights_the_rationales_claims_about_the_voice(pipeline):
     """With `claim_weight`, the tokens of each level the rationale states ("the voice is loud")
     carry it; the label keeps `answer_weight`, the other words 1, perception answers no claims."""

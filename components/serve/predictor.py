@@ -44,6 +44,7 @@ from components.speechlm.formats import (
     label_continuations,
     neutralise,
     parse_output,
+    split_label_tokens,
 )
 from components.speechlm.io import LEVELS_FILE, TASK_FILE
 from components.speechlm.prosody_vector import clip_vectors, load_stats, raw_vectors
@@ -267,13 +268,7 @@ class Predictor:
         for transcript, rationale in zip(transcripts, rationales):
             texts = label_continuations(self.fmt, self.source, self.labels,
                                         transcript=transcript, rationale=rationale)
-            ids = [self.tokenizer(texts[label], add_special_tokens=False)["input_ids"]
-                   for label in self.labels]
-            shared = 0
-            while all(len(i) > shared + 1 for i in ids) and \
-                    len({i[shared] for i in ids}) == 1:
-                shared += 1
-            out.append((ids[0][:shared], [i[shared:] for i in ids]))
+            out.append(split_label_tokens(self.tokenizer, [texts[label] for label in self.labels]))
         return out
 
     @torch.no_grad()

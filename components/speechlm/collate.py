@@ -14,7 +14,7 @@ from components.distill.verify import acoustic_claims
 from components.features.frames import load_frames
 from components.paths import resolve_audio_path
 from components.speechlm.encoders import INPUT_FRAME_RATE, collate_frames, n_audio_tokens
-from components.speechlm.formats import answer_span
+from components.speechlm.formats import answer_span, label_continuations, split_label_tokens
 from components.speechlm.model import IGNORE
 from components.speechlm.prosody_vector import population_vectors, training_vectors
 from components.speechlm.sft_data import POPULATION_NORM, SPEAKER_NORM, example_prompt
@@ -105,16 +105,23 @@ class SpeechCollator:
     """Examples (components.speechlm.sft_data) -> model inputs with target-only labels."""
 
     def __init__(self, tokenizer, source: AudioSource, label_set: list[str],
-                 max_length: int = 512, answer_weight: float = 1.0, claim_weight: float = 1.0):
+                 max_length: int = 512, answer_weight: float = 1.0, claim_weight: float = 1.0,
+                 label_smoothing: float = 0.0):
         """`answer_weight`: loss weight of the label (or perception answer) tokens against 1
         for the rest of the target; `claim_weight`: of the words of a SER rationale that state
         a level of the voice (the distill verifier's claims, "the speaking rate is fast").
-        Either other than 1 emits `loss_weights`."""
+        Either other than 1 emits `loss_weights`. `label_smoothing` > 0 also emits, per SER
+        row, where its label's deciding token is and every label's token there
+        (`label_choices`), for a loss that spreads that share of the label's target over the
+        label set (`components.speechlm.train.answer_weighted_trainer`)."""
         self.tokenizer, self.source, self.label_set = tokenizer, source, list(label_set)
         self.config = source.model.config
         self.max_length = max_length
         self.answer_weight = answer_weight
         self.claim_weight = claim_weight
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.label_smoothing = label_smoothing
 
     def target_ids(self, example: dict) -> tuple[list[int], list[float]]:
         """The target's tokens (with its ending) and their loss weights."""
@@ -127,6 +134,22 @@ class SpeechCollator:
         weights = [max([w for (start, end), w in spans if a < end and b > start], default=1.0)
                    for a, b in encoded["offset_mapping"]]
         return encoded["input_ids"], weights
+
+    def label_choices(self, example: dict, target: list[int]) -> tuple[int, list[int]]:
+        """(index in `target`, the SER example's target ids, of the token where the label set's
+        continuations part; each label's token there, in label-set order)."""
+        texts = label_continuations(example["fmt"], example["transcript_source"],
+                                    self.label_set, transcript=example["transcript"],
+                                    rationale=example["rationale"])
+        shared, rests = split_label_tokens(self.tokenizer, [texts[x] for x in self.label_set])
+        choices = [rest[0] for rest in rests]
+        gold = choices[self.label_set.index(example["label"])]
+        at = len(shared)
+        if len(set(choices)) < len(choices) or target[:at + 1] != shared + [gold]:
+            raise ValueError(
+                f"{example['utt_id']}: label smoothing needs labels that part at one token of "
+                f"the target, and {self.label_set} do not (tokens {choices} after {at} shared)")
+        return at, choices
 
     def prompt_ids(self, example: dict, n_frames: int) -> list[int]:
         messages = example_prompt(example, self.label_set, n_audio_tokens(self.config, n_frames),
@@ -149,7 +172,7 @@ class SpeechCollator:
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         audio, n_frames = self.source.batch(*_clips(examples))
-        rows, labels, weights = [], [], []
+        rows, labels, weights, choices = [], [], [], []
         for example, frames in zip(examples, n_frames):
             prompt = self.prompt_ids(example, frames)
             target, target_weights = self.target_ids(example)
@@ -160,6 +183,11 @@ class SpeechCollator:
             rows.append(prompt + target[:keep])
             labels.append([IGNORE] * len(prompt) + target[:keep])
             weights.append([0.0] * len(prompt) + target_weights[:keep])
+            if self.label_smoothing and example["task"] == "ser":
+                at, ids = self.label_choices(example, target)
+                choices.append((len(prompt) + at, ids) if at < keep else None)
+            else:
+                choices.append(None)
         width = max(len(r) for r in rows)
         pad = self.tokenizer.pad_token_id
         input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
@@ -172,8 +200,14 @@ class SpeechCollator:
             loss_weights[i, :len(weight)] = torch.tensor(weight)
             attention[i, :len(row)] = 1
         batch = {"input_ids": input_ids, "attention_mask": attention, "labels": label_ids, **audio}
-        if self.answer_weight != 1.0 or self.claim_weight != 1.0:
+        if self.answer_weight != 1.0 or self.claim_weight != 1.0 or self.label_smoothing:
             batch["loss_weights"] = loss_weights
+        if self.label_smoothing:
+            batch["label_smoothing"] = torch.tensor(
+                [self.label_smoothing if c else 0.0 for c in choices])
+            batch["label_position"] = torch.tensor([c[0] if c else -1 for c in choices])
+            batch["label_choices"] = torch.tensor(
+                [c[1] if c else [0] * len(self.label_set) for c in choices])
         return batch
 
     def generation_batch(self, examples: list[dict]) -> dict[str, torch.Tensor]:

@@ -256,6 +256,17 @@ def label_continuations(fmt: str, transcript_source: str, label_set: list[str] |
     return out
 
 
+def split_label_tokens(tokenizer, texts: list[str]) -> tuple[list[int], list[list[int]]]:
+    """(token ids of the text every label's continuation shares, then each continuation's
+    remaining ids) of `texts`, the continuations of `label_continuations` in label order: the
+    first remaining id is where the labels part, the one token that decides a one-token label."""
+    ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+    shared = 0
+    while all(len(i) > shared + 1 for i in ids) and len({i[shared] for i in ids}) == 1:
+        shared += 1
+    return ids[0][:shared], [i[shared:] for i in ids]
+
+
 # ---------------------------------------------------------------- parsing
 @lru_cache(maxsize=32)
 def _label_lookup(label_set: tuple[str, ...]) -> tuple[dict[str, str], re.Pattern]:

@@ -234,6 +234,32 @@ def ask_perception(model, collator: SpeechCollator, ser: list[dict], features: p
     return rows
 
 
+SMOOTHING_KEYS = ("label_smoothing", "label_position", "label_choices")
+"""The collator's label-smoothing tensors (`SpeechCollator.label_choices`)."""
+
+
+def smooth_labels(per_token: torch.Tensor, logits: torch.Tensor, epsilon: torch.Tensor,
+                  position: torch.Tensor, choices: torch.Tensor) -> torch.Tensor:
+    """[B, T-1] token losses with each row's label token (at `position` of the row, predicted
+    from the logits one before) scored against (1 - epsilon) on the gold label and epsilon
+    spread evenly over the label set's tokens, not over the vocabulary.
+
+    Written by hand because `F.cross_entropy(label_smoothing=)` spreads the mass over all
+    ~49k tokens: the label set would keep almost none of it, and the answer weight would
+    push mass to tokens the answer never takes. Trained on the hard label alone the SFT
+    model put more than 0.99 on its top label for 79-96% of unseen RAVDESS actors' clips,
+    most wrong answers included, so GRPO's eight samples of a clip almost always agreed."""
+    rows = (position >= 0).nonzero().squeeze(1)
+    if not len(rows):
+        return per_token
+    at = position[rows] - 1
+    logp = logits[rows, at].log_softmax(-1).gather(1, choices[rows])
+    eps = epsilon[rows].to(per_token.dtype)
+    out = per_token.clone()
+    out[rows, at] = (1 - eps) * per_token[rows, at] - eps * logp.mean(1)
+    return out
+
+
 def answer_weighted_trainer(lengths: list[int] | None = None):
     """TRL's SFTTrainer with a loss that weights each target token by the collator's
     `loss_weights`. A rationale is long and mostly follows from the label once the label is
@@ -252,14 +278,18 @@ def answer_weighted_trainer(lengths: list[int] | None = None):
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             weights = inputs.pop("loss_weights", None)
+            smoothing = [inputs.pop(k, None) for k in SMOOTHING_KEYS]
             if weights is None:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             labels = inputs.pop("labels")
             outputs = model(**inputs)
             targets = labels[:, 1:]
             weights = weights[:, 1:] * (targets != IGNORE)
-            per_token = F.cross_entropy(outputs.logits[:, :-1].float().transpose(1, 2),
-                                        targets.clamp(min=0), reduction="none")
+            logits = outputs.logits[:, :-1].float()
+            per_token = F.cross_entropy(logits.transpose(1, 2), targets.clamp(min=0),
+                                        reduction="none")
+            if smoothing[0] is not None:
+                per_token = smooth_labels(per_token, logits, *smoothing)
             loss = (per_token * weights).sum() / weights.sum().clamp(min=1e-8)
             return (loss, outputs) if return_outputs else loss
 
@@ -351,7 +381,8 @@ def train_sft(params: Params, out: Path) -> dict:
         source = AudioSource.from_features(model, cfg.frames, manifest, data_root, utt_ids,
                                            features, stats)
         collator = SpeechCollator(tokenizer, source, label_set, answer_weight=cfg.answer_weight,
-                                  claim_weight=cfg.claim_weight)
+                                  claim_weight=cfg.claim_weight,
+                                  label_smoothing=cfg.label_smoothing)
         if source.frames is not None and cfg.frame_norm == "feature":
             model.model.audio_encoder.input_norm.fit(
                 [source.frames[u] for u in sorted({e["utt_id"] for e in train})])
