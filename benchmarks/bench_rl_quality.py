@@ -5,7 +5,8 @@ Runs on the folds of benchmarks/bench_quality.py, which must have finished them 
 SFT model, features and gated manifest are read from `WORK/fold<k>`). Per fold, for each
 ablation (`none` is GRPO-PTR as configured), the `rl` stage runs from the fold's SFT model
 with the fold's params and `--set` over them, `--steps` steps, into
-`models/rl_<tag>[_<ablation>]`; then the evaluate stage scores `sft` and those models on the
+`models/rl_<tag>[_<ablation>]`; then the evaluate stage scores `sft` (`--sft`: another SFT
+model of the fold, e.g. one trained with other params) and those models on the
 fold's test clips (`reports/evaluate_rl_<tag>`). Printed per fold and pooled over the folds
 (every test clip once): UA / WA / macro-F1 / annotator-aware F1 with 95% bootstrap intervals,
 the rationale figures, the paired bootstrap of each RL model against `sft` (UA, annotator-aware
@@ -98,6 +99,8 @@ def main() -> None:
     parser.add_argument("--tag", required=True, help="names this configuration's models")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="params overrides (YAML values), e.g. rl.learning_rate=0.0001")
+    parser.add_argument("--sft", default="sft", help="the fold's SFT model (models/SFT) that "
+                        "RL starts from and is compared with")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--ablations", nargs="+", default=["none", "outcome_only"],
@@ -118,7 +121,8 @@ def main() -> None:
             raise SystemExit(f"--set {item!r}: expected KEY=VALUE")
         overrides[key] = yaml.safe_load(value)
     names = [run_name(args.tag, a) for a in args.ablations]
-    shown = ("sft", *names)
+    shown = (args.sft, *names)
+    overrides.setdefault("rl.sft", f"models/{args.sft}")
     runs = []
     for k in args.folds:
         folder = args.work / f"fold{k}"
@@ -141,7 +145,9 @@ def main() -> None:
         evaluated = f"reports/evaluate_rl_{args.tag}"
         if not set(shown) <= evaluated_systems(folder / evaluated):
             scored = {**params, "evaluate": {**params["evaluate"], "out": evaluated,
-                                             "models": {n: f"models/{n}" for n in shown}}}
+                                             "models": {n: f"models/{n}" for n in shown},
+                                             "encoder_of": args.sft,
+                                             "refine_systems": [args.sft]}}
             stage(folder, scored, f"evaluate_rl_{args.tag}", ["evaluate"])
         fold = json.loads((folder / evaluated / "metrics.json").read_text())["systems"]
         print_systems(f"fold {k}", fold, shown, shown)
@@ -156,10 +162,11 @@ def main() -> None:
                   shown, shown)
     tests = []
     for name in names:
-        print(f"\n{name} vs sft: {changed(pooled[name], pooled['sft'], 'label')} of {len(gold)} "
-              f"labels and {changed(pooled[name], pooled['sft'], 'rationale')} rationales differ")
+        print(f"\n{name} vs {args.sft}: {changed(pooled[name], pooled[args.sft], 'label')} of "
+              f"{len(gold)} labels and {changed(pooled[name], pooled[args.sft], 'rationale')} "
+              "rationales differ")
         for metric in COMPARED:
-            test = paired_bootstrap_pvalue(gold, pooled[name], pooled["sft"], labels,
+            test = paired_bootstrap_pvalue(gold, pooled[name], pooled[args.sft], labels,
                                            metric=metric, n_boot=args.n_boot, seed=0)
             tests.append({"model": name, **test})
             print(f"  {metric}: {test['a']:.4f} vs {test['b']:.4f}, difference "
