@@ -122,7 +122,10 @@ def main() -> None:
         overrides[key] = yaml.safe_load(value)
     names = [run_name(args.tag, a) for a in args.ablations]
     shown = (args.sft, *names)
-    overrides.setdefault("rl.sft", f"models/{args.sft}")
+    if "rl.sft" in overrides:
+        raise SystemExit("--set rl.sft: name the fold's SFT model with --sft, which RL starts "
+                         "from and is compared with")
+    overrides["rl.sft"] = f"models/{args.sft}"
     runs = []
     for k in args.folds:
         folder = args.work / f"fold{k}"
