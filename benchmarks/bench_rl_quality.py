@@ -85,6 +85,14 @@ def evaluated_systems(folder: Path) -> set[str]:
     return set(json.loads(path.read_text())["systems"]) if path.exists() else set()
 
 
+def models_to_score(fold: Path, evaluated: Path, shown: tuple[str, ...]) -> list[str]:
+    """`shown`, then the fold's models the evaluation folder already scored: evaluating it
+    again for a model it lacks must not drop the ones it had."""
+    kept = sorted(n for n in evaluated_systems(evaluated) - set(shown)
+                  if (fold / "models" / n).is_dir())
+    return [*shown, *kept]
+
+
 def mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
@@ -147,8 +155,9 @@ def main() -> None:
                          **training_signal(folder, out)})
         evaluated = f"reports/evaluate_rl_{args.tag}"
         if not set(shown) <= evaluated_systems(folder / evaluated):
+            models = models_to_score(folder, folder / evaluated, shown)
             scored = {**params, "evaluate": {**params["evaluate"], "out": evaluated,
-                                             "models": {n: f"models/{n}" for n in shown},
+                                             "models": {n: f"models/{n}" for n in models},
                                              "encoder_of": args.sft,
                                              "refine_systems": [args.sft]}}
             stage(folder, scored, f"evaluate_rl_{args.tag}", ["evaluate"])
