@@ -3,8 +3,9 @@ model trained with other params) better than model B (e.g. the default `sft`)?
 
 Runs on the folds of benchmarks/bench_quality.py. Each model's test predictions are read from
 an evaluation of its fold that scored it: the fold's own evaluation first, then the others
-under `reports/` by name, so no model is predicted again (the evaluate stage is
-deterministic for a model and a fold's params; the folder used is printed). Printed: both
+under `reports/` by name, so no model is predicted twice (the evaluate stage is
+deterministic for a model and a fold's params; the folder used is printed). A model that no
+evaluation scored is evaluated alone into `reports/evaluate_<name>`. Printed: both
 models' metrics with 95% bootstrap intervals on every test clip of the folds, the paired
 bootstrap of A against B (UA, annotator-aware F1, Brier score, ECE, JS divergence), how many
 labels differ, and how sure each model is: the share of clips whose top label gets more than
@@ -26,22 +27,30 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 from bench_quality import fold_predictions, print_systems  # noqa: E402
-from bench_rl_quality import changed  # noqa: E402
+from bench_rl_quality import changed, stage  # noqa: E402
 
 COMPARED = ("ua", "annotator_aware_macro_f1", "brier", "ece", "jsd")
 GROUP = 8
 
 
 def evaluation_of(folder: Path, name: str) -> str:
-    """The evaluation folder (relative to the fold) whose predictions hold model `name`."""
-    own = yaml.safe_load((folder / "params.yaml").read_text())["evaluate"]["out"]
+    """The evaluation folder (relative to the fold) whose predictions hold model `name`; when
+    none has, the evaluate stage scores it alone into `reports/evaluate_<name>`."""
+    params = yaml.safe_load((folder / "params.yaml").read_text())
+    own = params["evaluate"]["out"]
     others = sorted(p.parent.parent.relative_to(folder).as_posix()
                     for p in (folder / "reports").glob(f"*/predictions/{name}.parquet"))
     for out in (own, *others):
         if (folder / out / "predictions" / f"{name}.parquet").exists():
             return out
-    raise SystemExit(f"{folder}: no evaluation scored {name!r}; evaluate it first "
-                     "(e.g. benchmarks/bench_rl_quality.py --sft NAME)")
+    if not (folder / "models" / name).is_dir():
+        raise SystemExit(f"{folder}: no model {name!r} in models/ and no evaluation of it")
+    out = f"reports/evaluate_{name}"
+    stage(folder, {**params, "evaluate": {**params["evaluate"], "out": out,
+                                          "models": {name: f"models/{name}"},
+                                          "encoder_of": name, "refine_systems": [name]}},
+          f"evaluate_{name}", ["evaluate"])
+    return out
 
 
 def sureness(gold: pd.DataFrame, pred: pd.DataFrame) -> dict[str, float]:
