@@ -4,6 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from components.speechlm.formats import (FORMATS, TRANSCRIPT_SOURCES, label_continuations,
+                                         split_label_tokens)
 from components.speechlm.train import smooth_labels
 
 VOCAB, CHOICES = 50, [3, 7, 11, 20]
@@ -59,3 +61,24 @@ def test_its_minimum_puts_one_minus_eps_on_the_gold_label_and_the_rest_on_the_la
         if eps:
             assert p[[3, 11, 20]].tolist() == pytest.approx([eps / 4] * 3, abs=0.01)
         assert p[CHOICES].sum().item() == pytest.approx(1.0, abs=0.02)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("source", TRANSCRIPT_SOURCES)
+def test_every_corpus_label_set_parts_at_one_token_with_the_bundled_tokenizer(fmt, source):
+    """Smoothing is on by default, and the collator refuses a label set whose labels do not
+    part at one token: every corpus's canonical labels must, in every target format."""
+    from transformers import AutoTokenizer
+
+    from components.labels import CORPUS_CODE_MAPS
+    from components.models.bundled import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("bundled:smollm2-135m-instruct"))
+    for corpus, codes in CORPUS_CODE_MAPS.items():
+        labels = sorted({label for label in codes.values() if label})
+        texts = label_continuations(fmt, source, labels, transcript="kids are talking",
+                                    rationale="The pitch is high.")
+        shared, rests = split_label_tokens(tokenizer, [texts[x] for x in labels])
+        firsts = [rest[0] for rest in rests]
+        assert len(set(firsts)) == len(labels), (corpus, fmt, source)
+        assert tokenizer.decode(shared).endswith(("Emotion:", "<answer>"))
