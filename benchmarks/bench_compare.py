@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 from bench_quality import fold_predictions, print_systems  # noqa: E402
-from bench_rl_quality import changed, stage  # noqa: E402
+from bench_rl_quality import changed, paired_tests, stage  # noqa: E402
 
 COMPARED = ("ua", "annotator_aware_macro_f1", "brier", "ece", "jsd")
 GROUP = 8
@@ -74,7 +74,6 @@ def main() -> None:
     parser.add_argument("--n-boot", type=int, default=1000)
     args = parser.parse_args()
     from components.config import load_params
-    from components.evaluate.metrics import paired_bootstrap_pvalue
     from components.evaluate.stage import in_label_set, score_systems
 
     if args.a == args.b:
@@ -101,14 +100,7 @@ def main() -> None:
                   names, names)
     print(f"\n{args.a} vs {args.b}: {changed(pooled[args.a], pooled[args.b], 'label')} of "
           f"{len(gold)} labels differ")
-    tests = []
-    for metric in COMPARED:
-        test = paired_bootstrap_pvalue(gold, pooled[args.a], pooled[args.b], labels,
-                                       metric=metric, n_boot=args.n_boot, seed=0)
-        tests.append(test)
-        print(f"  {metric}: {test['a']:.4f} vs {test['b']:.4f}, difference "
-              f"{test['diff']:+.4f} [{test['ci'][0]:+.4f}, {test['ci'][1]:+.4f}], "
-              f"p = {test['p']:.3f}")
+    tests = paired_tests(gold, pooled[args.a], pooled[args.b], labels, COMPARED, args.n_boot)
     sure = {n: sureness(gold, pooled[n]) for n in names}
     for name, figures in sure.items():
         print(f"{name}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"

@@ -93,6 +93,21 @@ def models_to_score(fold: Path, evaluated: Path, shown: tuple[str, ...]) -> list
     return [*shown, *kept]
 
 
+def paired_tests(gold: pd.DataFrame, a: pd.DataFrame, b: pd.DataFrame, labels: list,
+                 metrics: tuple[str, ...], n_boot: int) -> list[dict]:
+    """The paired bootstrap of predictions `a` against `b` on each metric, printed."""
+    from components.evaluate.metrics import paired_bootstrap_pvalue
+
+    tests = []
+    for metric in metrics:
+        test = paired_bootstrap_pvalue(gold, a, b, labels, metric=metric, n_boot=n_boot, seed=0)
+        tests.append(test)
+        print(f"  {metric}: {test['a']:.4f} vs {test['b']:.4f}, difference "
+              f"{test['diff']:+.4f} [{test['ci'][0]:+.4f}, {test['ci'][1]:+.4f}], "
+              f"p = {test['p']:.3f}")
+    return tests
+
+
 def mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
@@ -117,7 +132,6 @@ def main() -> None:
     parser.add_argument("--n-boot", type=int, default=1000)
     args = parser.parse_args()
     from components.config import load_params
-    from components.evaluate.metrics import paired_bootstrap_pvalue
     from components.evaluate.stage import in_label_set, score_systems
     from components.run_stats import read_run_stats
     from flows.ser_pipeline import merge, nest
@@ -177,13 +191,8 @@ def main() -> None:
         print(f"\n{name} vs {args.sft}: {changed(pooled[name], pooled[args.sft], 'label')} of "
               f"{len(gold)} labels and {changed(pooled[name], pooled[args.sft], 'rationale')} "
               "rationales differ")
-        for metric in COMPARED:
-            test = paired_bootstrap_pvalue(gold, pooled[name], pooled[args.sft], labels,
-                                           metric=metric, n_boot=args.n_boot, seed=0)
-            tests.append({"model": name, **test})
-            print(f"  {metric}: {test['a']:.4f} vs {test['b']:.4f}, difference "
-                  f"{test['diff']:+.4f} [{test['ci'][0]:+.4f}, {test['ci'][1]:+.4f}], "
-                  f"p = {test['p']:.3f}")
+        tests += [{"model": name, **test} for test in paired_tests(
+            gold, pooled[name], pooled[args.sft], labels, COMPARED, args.n_boot)]
     print("\n== training (first 10 steps -> last 10 steps)")
     for run in runs:
         signal = ", ".join(f"{s} {mean(run.get(s, [])[:10]):.2f} -> "

@@ -320,7 +320,7 @@ class SFTConfig:
     """Share of the SER label token's target spread evenly over the label set's tokens
     (0: the hard label). A model that gives its top label ~1 leaves GRPO's sampled answers
     nothing to disagree on (see `components.speechlm.train.smooth_labels`); on three RAVDESS
-    speaker folds 0.1 halved ECE at the same UA."""
+    speaker folds 0.1 cut ECE from 0.235 to 0.143 at the same UA."""
     encoder_learning_rate: float = 1e-4
     """The projectors (and the warmed-up encoder, unless frozen) during SFT: low, so the LM
     learns to read them."""
