@@ -321,6 +321,10 @@ class SFTConfig:
     (0: the hard label). A model that gives its top label ~1 leaves GRPO's sampled answers
     nothing to disagree on (see `components.speechlm.train.smooth_labels`); on three RAVDESS
     speaker folds 0.1 cut ECE from 0.235 to 0.143 at the same UA."""
+    activation_checkpointing: bool = False
+    """Recompute each LM layer's activations in the backward pass instead of keeping them:
+    less memory for a large LM on a GPU, one more forward pass per step; the same loss and
+    gradients (tests/test_sft_stage.py). Off by default: the bundled LM fits without it."""
     encoder_learning_rate: float = 1e-4
     """The projectors (and the warmed-up encoder, unless frozen) during SFT: low, so the LM
     learns to read them."""

@@ -132,6 +132,44 @@ def test_the_sft_loss_moves_eps_of_each_label_tokens_target_to_the_label_set(pip
     assert losses[0.3] - losses[0.0] == pytest.approx(shift / weights.sum().item(), rel=2e-3)
 
 
+def test_activation_checkpointing_gives_the_same_loss_and_gradients(pipeline, monkeypatch):
+    """`sft.activation_checkpointing` recomputes the LM layers in the backward pass: the
+    audio spliced into the backbone must still reach the LoRA and projector gradients."""
+    from components.speechlm.train import answer_weighted_trainer
+
+    root, df, feats, records, labels, tiny = pipeline
+    model, tokenizer = build_speechlm(str(tiny), **TINY)
+    model.train()
+    examples = build_sft_examples(feats, df, records, SftDataConfig(perception_ratio=0.5))[:3]
+    source = AudioSource(model, frames=load_frames(root / "features" / "frames",
+                                                   {e["utt_id"] for e in examples}))
+    batch = SpeechCollator(tokenizer, source, labels, label_smoothing=0.1)(examples)
+    trainer = answer_weighted_trainer()
+    trainer = trainer.__new__(trainer)
+    calls, mlp = [], type(model.model.language_model.layers[0].mlp)
+    forward = mlp.forward  # counted in the class: module hooks stay outside the recomputation
+    monkeypatch.setattr(mlp, "forward", lambda self, *a, **k: calls.append(1) or forward(
+        self, *a, **k))
+    runs = []
+    for checkpointed in (False, True):
+        if checkpointed:
+            model.activation_checkpointing_enable()
+        model.zero_grad()
+        calls.clear()
+        torch.manual_seed(0)  # the same dropout masks (recomputation restores the RNG state)
+        loss = trainer.compute_loss(model, dict(batch))
+        loss.backward()
+        runs.append((loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()
+                                   if p.grad is not None}, len(calls)))
+    (plain, plain_grads, plain_calls), (again, grads, layer_calls) = runs
+    assert plain_calls and layer_calls == 2 * plain_calls  # each layer ran again in backward
+    assert again == pytest.approx(plain, rel=1e-5)
+    assert set(grads) == set(plain_grads)
+    assert any("lora_" in n for n in grads) and any("projector" in n for n in grads)
+    for name, grad in plain_grads.items():
+        assert torch.allclose(grads[name], grad, rtol=1e-4, atol=1e-6), name
+
+
 def test_collator_weights_the_rationales_claims_about_the_voice(pipeline):
     """With `claim_weight`, the tokens of each level the rationale states ("the voice is loud")
     carry it; the label keeps `answer_weight`, the other words 1, perception answers no claims."""

@@ -425,7 +425,8 @@ def train_sft(params: Params, out: Path) -> dict:
             load_best_model_at_end=True, metric_for_best_model="eval_loss",
             greater_is_better=False, **precision, seed=params.base.seed,
             remove_unused_columns=False, dataset_kwargs={"skip_prepare_dataset": True},
-            report_to=["mlflow"], dataloader_num_workers=0, activation_checkpointing=False,
+            report_to=["mlflow"], dataloader_num_workers=0,
+            activation_checkpointing=cfg.activation_checkpointing,
         )
         lengths = None
         if cfg.group_by_length:
