@@ -28,6 +28,7 @@ from components.evaluate.metrics import (
     point_metrics,
     reliability,
     slices,
+    votes_per_clip,
     weighted_metrics,
 )
 from components.evaluate.rationale_quality import (
@@ -166,6 +167,13 @@ def test_weighted_scores_equal_sklearn_with_sample_weights():
         present = [c for c in LABELS if wc[y == c].sum() > 0]
         assert got["macro_f1"][b] == pytest.approx(
             f1_score(y, p, labels=present, average="macro", sample_weight=wc, zero_division=0))
+
+
+def test_votes_per_clip_counts_the_raters_of_clips_that_have_any():
+    assert votes_per_clip(make_gold()) == pytest.approx(22 / 7)
+    acted = make_gold().assign(annotator_labels=[[N], [H], [A], [A], [H], [], None])
+    assert votes_per_clip(acted) == 1.0
+    assert votes_per_clip(acted.assign(annotator_labels=[[]] * 7)) is None  # JSON has no NaN
 
 
 def test_per_class():

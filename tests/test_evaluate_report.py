@@ -45,21 +45,22 @@ def test_dvc_plot_rows(tmp_path):
                                   ["angry", "angry"], ["angry", "angry"], ["happy", "none"]]
 
 
-def build_report(tmp_path):
+def build_report(tmp_path, **meta):
     gold = make_gold()
     systems = {"sft": make_pred(), "majority": make_pred().assign(label="angry",
                                                                 probabilities=None)}
     rows, cis = [], {}
     for name, pred in systems.items():
         m = point_metrics(gold, pred, LABELS)
-        rows.append({"system": name, **{k: m[k] for k in ("n", "wa", "ua", "macro_f1", "ece")}})
+        rows.append({"system": name, **{k: m[k] for k in ("n", "wa", "ua", "macro_f1", "ece", "jsd")}})
         cis[name] = bootstrap_ci(gold, pred, LABELS, n_boot=100)
     table = pd.DataFrame(rows)
     images = {"confusion sft": confusion_png(gold, systems["sft"], LABELS,
                                              tmp_path / "cm.png", "sft")}
     pvalues = [{"a": "sft", "b": "majority", "metric": "ua", "diff": 0.333, "p": 0.04,
                 "ci": [0.1, 0.6]}]
-    meta = {"corpus": "demo", "split": "test", "n": 7, "labels": LABELS, "date": "2025-01-01"}
+    meta = {"corpus": "demo", "split": "test", "n": 7, "labels": LABELS, "date": "2025-01-01",
+            **meta}
     path = html_report(table, cis, pvalues,
                        {k: per_class(gold, v, LABELS) for k, v in systems.items()},
                        {k: slices(gold, v, LABELS) for k, v in systems.items()},
@@ -91,3 +92,9 @@ def test_html_report_bolds_the_best_value_per_column(tmp_path):
     assert any(cell.startswith("0.600 [") for cell in best)
     assert not any(cell.startswith("0.400") for cell in best)
     assert not any(cell.startswith("7") for cell in best)            # counts are never best
+
+
+def test_html_report_warns_about_jsd_only_where_each_clip_has_one_vote(tmp_path):
+    warning = "jsd is the distance from that one label"
+    assert warning not in build_report(tmp_path, votes_per_clip=22 / 7)[0]
+    assert warning in build_report(tmp_path, votes_per_clip=1.0)[0]

@@ -61,6 +61,7 @@ def evaluate_model_on_corpus(params: Params, model: str, corpus: str, data_dir: 
     """Prepare, gate and measure the corpus into `out`, then score the model, answering one of
     the shared labels (`label_set="shared"`) or any of its own (`"model"`); returns
     metrics.json's content."""
+    from components.evaluate.metrics import votes_per_clip
     from components.evaluate.rationale_quality import load_clip_cues
     from components.evaluate.stage import (
         GOLD_COLUMNS,
@@ -140,6 +141,7 @@ def evaluate_model_on_corpus(params: Params, model: str, corpus: str, data_dir: 
                        "label_set": label_set, "answers": allowed or labels,
                        "model": model, "n_clips": len(gold),
                        "n_speakers": int(gold["speaker"].nunique()),
+                       "votes_per_clip": votes_per_clip(gold),
                        "n_boot": cfg.n_boot,
                        "note": "metrics over clips whose consensus label is in the model's "
                                f"label set (out_of_set: the others); `model` answers {answers}"

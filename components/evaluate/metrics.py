@@ -98,6 +98,16 @@ def _votes(value) -> list[str]:
     return [str(v) for v in value]
 
 
+def votes_per_clip(gold: pd.DataFrame) -> float | None:
+    """Mean number of annotator votes on the clips that have any. At 1 (an acted label, one
+    rater) the vote distribution is one-hot, and `jsd` then measures distance from that
+    label: bounded by 1, it charges a confident wrong answer hardly more than an unsure one,
+    so it favours overconfident models where ECE and Brier do not. None without votes."""
+    counts = [len(_votes(v)) for v in gold["annotator_labels"]]
+    counts = [c for c in counts if c]
+    return float(np.mean(counts)) if counts else None
+
+
 def _distribution(value, labels: list[str]) -> np.ndarray | None:
     if not isinstance(value, dict):
         return None

@@ -272,6 +272,10 @@ def html_report(table: pd.DataFrame, cis: dict[str, dict[str, list[float]]],
              ('<p class="note">Each figure: point estimate [bootstrap confidence interval over '
               "clips]. Bold: best per column; \u2193: lower is better.</p>"),
              _table(main, cis=cis, bold=True)]
+    if meta.get("votes_per_clip") == 1 and "jsd" in main.columns:
+        parts.append('<p class="note">One vote per clip here: jsd is the distance from that '
+                     "one label and favours overconfident systems; read it beside ece and "
+                     "brier.</p>")
     parts.append("<h2>Paired comparisons</h2>")
     if pvalues:
         frame = pd.DataFrame(pvalues)

@@ -317,6 +317,7 @@ def collect_systems(params: Params, rows: pd.DataFrame, evaluated: pd.DataFrame,
 
 def run_evaluate(params: Params, out: Path) -> dict:
     """Score every system on `evaluate.split`; write the outputs; log them to MLflow."""
+    from components.evaluate.metrics import votes_per_clip
     from components.evaluate.rationale_quality import load_clip_cues
 
     cfg = params.evaluate
@@ -336,6 +337,7 @@ def run_evaluate(params: Params, out: Path) -> dict:
     seconds = {name: entry.pop("seconds") for name, entry in info.items() if "seconds" in entry}
     report_meta = {"corpus": meta.corpus, "split": cfg.split, "labels": labels,
                    "n_clips": len(gold), "n_speakers": int(gold["speaker"].nunique()),
+                   "votes_per_clip": votes_per_clip(gold),
                    "n_boot": cfg.n_boot, "fitted": info}
     out.mkdir(parents=True, exist_ok=True)
     write_run_stats(out, {"seconds": seconds, "self_correction_seconds": {
