@@ -121,3 +121,14 @@ def test_the_local_rays_blind_cleaner_is_quiet_and_errors_still_show():
         assert logging.getLogger("ray.train").isEnabledFor(logging.WARNING)
     finally:
         logger.setLevel(level)
+
+
+def test_ray_trains_print_patch_is_off_in_the_workers():
+    """Ray Train's `print` patch logs what libraries print into a captured buffer (dill's
+    bytecode, from `datasets` fingerprinting the rows); the stage turns it off by the variable
+    this Ray reads (a rename in a Ray upgrade fails here)."""
+    from ray.train.v2._internal.constants import ENABLE_PRINT_PATCH_ENV_VAR
+
+    from components.rl.stage import WORKER_ENV
+
+    assert WORKER_ENV == {ENABLE_PRINT_PATCH_ENV_VAR: "0"}

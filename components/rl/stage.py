@@ -24,6 +24,11 @@ from components.run_stats import read_run_stats, write_run_stats
 # Ray Train's detached cleaner polls the state API every second to see whether the controller
 # is alive; a local Ray started without the dashboard has no state API, so it warns each time.
 CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+WORKER_ENV = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
+"""Ray Train replaces `print` in its workers with one that also logs each call, even where a
+library captures stdout on purpose: `datasets` fingerprints the training rows with dill, which
+disassembles a function into a captured buffer, and that bytecode then filled the stage log.
+Unpatched, prints still reach the driver through Ray's worker stdout."""
 
 
 def quiet_blind_cleaner() -> None:
@@ -43,13 +48,14 @@ def _start_ray(cfg) -> bool:
         return False
     # Workers import the project from the working directory, as the driver does.
     path = os.pathsep.join(p for p in (str(Path.cwd()), os.environ.get("PYTHONPATH")) if p)
+    env = {"PYTHONPATH": path, **WORKER_ENV}
     if cfg.ray.address:  # the cluster's own settings (auth included) stay as they are
-        ray.init(address=cfg.ray.address, runtime_env={"env_vars": {"PYTHONPATH": path}})
+        ray.init(address=cfg.ray.address, runtime_env={"env_vars": env})
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # no token file under $HOME
         needed = cfg.ray.num_workers * cfg.ray.cpus_per_worker + cfg.ray.reward_actor_cpus
         ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(needed)), include_dashboard=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": path, "RAY_AUTH_MODE": "disabled"},
+                 runtime_env={"env_vars": {**env, "RAY_AUTH_MODE": "disabled"},
                               "worker_process_setup_hook": quiet_blind_cleaner})
     return True
 
