@@ -3,8 +3,9 @@ GRPOTrainer on the same LM and settings without audio, side by side in one run.
 
 Rows: 1. TRL's stock GRPOTrainer on the SFT model's base LM with a fresh LoRA adapter (PEFT),
 text prompts (the same prompts without the audio placeholders), the same rewards, G,
-completion length, batch, beta; 2. the audio trainer in this process (no Ray); 3.-4. the `rl`
-stage under Ray Train with 1 and 2 CPU workers. Rows 1 and 2 generate exactly
+completion length, batch, beta and activation checkpointing; 2. the audio trainer in this
+process (no Ray), then the same with `rl.activation_checkpointing` the other way; 3.-4. the
+`rl` stage under Ray Train with 1 and 2 CPU workers. The in-process rows generate exactly
 `--tokens` tokens per completion (EOS suppressed), so they do the same work; the Ray rows
 run the stage as configured and show their mean completion length. The first step of each
 row is a warm-up and is left out of the means.
@@ -61,6 +62,7 @@ def stock_trainer(params, rows, tokens: int, out: Path, device: torch.device):
         scale_rewards="group", reward_weights=weights, learning_rate=cfg.learning_rate,
         lr_scheduler_type="constant", max_steps=cfg.max_steps, save_strategy="no",
         logging_steps=1, seed=params.base.seed, disable_dropout=True, report_to=[],
+        activation_checkpointing=cfg.activation_checkpointing,
         generation_kwargs={"min_new_tokens": tokens}, **trainer_precision(device))
     return TimedGRPOTrainer(
         model=AutoModelForCausalLM.from_pretrained(path), reward_funcs=funcs, args=args,
@@ -118,6 +120,13 @@ def main() -> None:
         start = time.perf_counter()
         results["stock TRL, text, no Ray"] = timed(stock)
         results["audio GRPO-PTR, no Ray"] = timed(ours)
+        checkpointing = cfg.activation_checkpointing
+        cfg.activation_checkpointing = not checkpointing
+        cfg.checkpoint_dir = str(work / "checkpoints-other")
+        other, *_ = build_trainer(params, 1, device)
+        other.generation_config.min_new_tokens = args.tokens
+        results[f"  same, checkpointing {'off' if checkpointing else 'on'}"] = timed(other)
+        cfg.activation_checkpointing = checkpointing
         print(f"in-process rows: {time.perf_counter() - start:.0f} s", flush=True)
         if not args.skip_ray:
             cfg.max_new_tokens = args.tokens

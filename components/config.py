@@ -587,6 +587,13 @@ class RLConfig:
     epsilon: float = 0.2
     """Clip range of the policy ratio."""
     learning_rate: float = 1e-5
+    max_uniform_group: float = 1.0
+    """Leave out the clips whose G completions would all get the same outcome reward with a
+    probability above this, by the SFT model's own label probability
+    (`components.rl.prompt_filter`); 1: keep every clip."""
+    activation_checkpointing: bool = False
+    """Recompute the LM layers in the backward pass (TRL's default): less memory for a large
+    LM on a GPU, one more forward per step; off for the bundled LM, which fits without it."""
     max_steps: int = 4
     save_steps: int = 2
     log_completions_steps: int = 2
@@ -604,6 +611,9 @@ class RLConfig:
         if not self.splits or not set(self.splits) <= {"train", "dev"} \
                 or len(set(self.splits)) < len(self.splits):
             raise ValueError(f"rl.splits must name train and/or dev once each, got {self.splits}")
+        if not 0.0 < self.max_uniform_group <= 1.0:
+            raise ValueError(f"rl.max_uniform_group must be in (0, 1], got "
+                             f"{self.max_uniform_group}")
 
 
 @dataclass

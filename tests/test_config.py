@@ -34,6 +34,8 @@ def test_repository_params_load_and_match_defaults_where_documented():
     ({"rl": {"splits": ["train", "test"]}}, "rl.splits must name train and/or dev once each"),
     ({"rl": {"splits": []}}, "rl.splits must name train and/or dev once each"),
     ({"rl": {"splits": ["dev", "dev"]}}, "rl.splits must name train and/or dev once each"),
+    ({"rl": {"max_uniform_group": 0.0}}, "rl.max_uniform_group must be in (0, 1]"),
+    ({"rl": {"max_uniform_group": 1.5}}, "rl.max_uniform_group must be in (0, 1]"),
     ({"sft": {"label_smoothing": 1.0}}, "sft.label_smoothing must be in [0, 1), got 1.0"),
     ({"sft": {"label_smoothing": -0.1}}, "sft.label_smoothing must be in [0, 1), got -0.1"),
 ])

@@ -189,10 +189,12 @@ def test_a_step_changes_only_the_rl_adapter_and_the_saved_folder_is_that_policy(
     from components.rl.worker import _adapter_config, _adapter_state
     from components.speechlm.io import load_speechlm
 
+    rl_params.rl.activation_checkpointing = True  # the large-LM setting trains the same way
     trainer, *_ = spread_trainer(rl_params, learning_rate=5e-2)
     model = trainer.model
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     trainer.train()
+    assert model.model.language_model.is_activation_checkpointing
     changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p)}
     assert changed and all("lora_" in n and "language_model" in n for n in changed)
     lm = model.model.language_model

@@ -71,6 +71,25 @@ def prepare_policy(model) -> None:
         param.requires_grad_("lora_" in name and "language_model" in name)
 
 
+def keep_informative(model, tokenizer, rows: list[dict], audio_for, cfg, device) -> list[dict]:
+    """The rows whose completion groups are likely to differ in outcome (see
+    components.rl.prompt_filter), with a line saying how many were kept."""
+    from components.rl.prompt_filter import (
+        gold_probabilities,
+        informative,
+        uniform_group_probability,
+    )
+
+    uniform = uniform_group_probability(
+        gold_probabilities(model, tokenizer, rows, audio_for, cfg.temperature, device),
+        cfg.num_generations)
+    kept = informative(uniform, cfg.max_uniform_group, cfg.prompts_per_step)
+    print(f"rl: {len(kept)} of {len(rows)} clips kept (a group all of one outcome with "
+          f"probability <= {cfg.max_uniform_group}); expected share of uniform groups "
+          f"{uniform.mean():.0%} -> {uniform[kept].mean():.0%}", flush=True)
+    return [rows[i] for i in kept]
+
+
 def build_trainer(params: Params, world: int, device: torch.device, scorer=None,
                   report_to: list[str] | None = None, log_table=None):
     """(trainer, schedule, the checkpoint to resume from or None, rows) for one worker of
@@ -111,6 +130,11 @@ def build_trainer(params: Params, world: int, device: torch.device, scorer=None,
     collator = SpeechCollator(tokenizer, source, task["labels"])
     cues = {c.utt_id: c for c in load_cues(Path(cfg.features), Path(cfg.manifest), cfg.splits)}
     rows = build_rows(examples, source, collator, manifest, cues, task["labels"])
+    def audio_for(utt_ids: list[str]) -> dict:
+        return source.batch(utt_ids)[0]
+
+    if cfg.max_uniform_group < 1.0:
+        rows = keep_informative(model, tokenizer, rows, audio_for, cfg, device)
     if scorer is None and "reasoning" in cfg.rewards:
         scorer = build_scorer(cfg, params.distill.verify, params.base.seed)
     funcs, weights, names = build_reward_funcs(cfg, scorer)
@@ -124,7 +148,7 @@ def build_trainer(params: Params, world: int, device: torch.device, scorer=None,
         lr_scheduler_type="constant", max_steps=cfg.max_steps, save_strategy="steps",
         save_steps=cfg.save_steps, save_total_limit=2, logging_steps=1, seed=params.base.seed,
         remove_unused_columns=False, dataloader_num_workers=0, disable_dropout=True,
-        activation_checkpointing=True,  # trl's default, by the name transformers keeps
+        activation_checkpointing=cfg.activation_checkpointing,
         generation_kwargs={"suppress_tokens": [model.config.audio_token_id]},
         report_to=report_to or [], **trainer_precision(device),
     )
@@ -134,7 +158,7 @@ def build_trainer(params: Params, world: int, device: torch.device, scorer=None,
         schedule.load_state_dict(json.loads((resume / SCHEDULE_FILE).read_text()))
     trainer = AudioGRPOTrainer(
         model=model, reward_funcs=funcs, args=args, train_dataset=Dataset.from_list(rows),
-        processing_class=tokenizer, audio_for=lambda ids: source.batch(ids)[0],
+        processing_class=tokenizer, audio_for=audio_for,
         reward_names=names, schedule=schedule, ptr_cfg=cfg.ptr, log_table=log_table,
         log_table_every=cfg.log_completions_steps, callbacks=[ScheduleCheckpoint(schedule)],
     )
