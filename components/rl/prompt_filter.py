@@ -53,12 +53,13 @@ def gold_probabilities(model, tokenizer, rows: list[dict],
                 ids[i, :len(tokens)] = torch.tensor(tokens)
                 mask[i, :len(tokens)] = 1
             audio = to_device(audio_for([row["utt_id"] for row in chunk]), device)
-            with torch.no_grad():
-                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                               **audio).logits
-            last = logits[torch.arange(len(chunk)), mask.sum(1).to(device) - 1].float()
-            p = (last / temperature).softmax(-1)
-            out += p[torch.arange(len(chunk)), torch.tensor(golds, device=device)].tolist()
+            rows_at = torch.arange(len(chunk), device=device)
+            with torch.no_grad():  # the LM head on each row's last position only
+                hidden = model.model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                     **audio).last_hidden_state
+                logits = model.lm_head(hidden[rows_at, mask.sum(1).to(device) - 1]).float()
+            p = (logits / temperature).softmax(-1)
+            out += p[rows_at, torch.tensor(golds, device=device)].tolist()
     finally:
         model.train(was_training)
     return np.array(out)
