@@ -83,3 +83,41 @@ def test_the_stage_trains_on_the_clips_whose_groups_can_differ(rl_params, monkey
     assert [r["utt_id"] for r in rows] == [every[i]["utt_id"] for i in (1, 3, 5)]
     assert len(trainer.train_dataset) == 3
     assert "rl: 3 of 6 clips kept" in capsys.readouterr().out
+
+
+def _score_a_share(rank: int, world: int, port: int, out) -> None:
+    import torch.distributed as dist
+
+    from components.rl.worker import sharded
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=world)
+    try:
+        scored = []
+        values = sharded(lambda share: scored.extend(share) or [10.0 * i for i in share], 5)
+        out.put((rank, scored, values.tolist()))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_workers_score_a_share_each_and_all_get_every_value():
+    import multiprocessing
+    import socket
+
+    from components.rl.worker import sharded
+
+    assert sharded(lambda share: [float(i) for i in share], 3).tolist() == [0.0, 1.0, 2.0]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    context = multiprocessing.get_context("spawn")
+    out = context.Queue()
+    workers = [context.Process(target=_score_a_share, args=(rank, 2, port, out))
+               for rank in range(2)]
+    for w in workers:
+        w.start()
+    results = sorted(out.get(timeout=120) for _ in workers)
+    for w in workers:
+        w.join(timeout=60)
+    assert [r[1] for r in results] == [[0, 2, 4], [1, 3]]  # each index scored once
+    assert all(r[2] == [0.0, 10.0, 20.0, 30.0, 40.0] for r in results)

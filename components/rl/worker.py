@@ -15,6 +15,7 @@ import os
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import TrainerCallback
 
@@ -73,21 +74,41 @@ def prepare_policy(model) -> None:
 
 def keep_informative(model, tokenizer, rows: list[dict], audio_for, cfg, device) -> list[dict]:
     """The rows whose completion groups are likely to differ in outcome (see
-    components.rl.prompt_filter), with a line saying how many were kept."""
+    components.rl.prompt_filter), with a line saying how many were kept. Data-parallel
+    workers score a share of the rows each and gather the rest."""
     from components.rl.prompt_filter import (
         gold_probabilities,
         informative,
         uniform_group_probability,
     )
 
-    uniform = uniform_group_probability(
-        gold_probabilities(model, tokenizer, rows, audio_for, cfg.temperature, device),
-        cfg.num_generations)
+    p_gold = sharded(lambda share: gold_probabilities(
+        model, tokenizer, [rows[i] for i in share], audio_for, cfg.temperature, device
+    ).tolist(), len(rows))
+    uniform = uniform_group_probability(p_gold, cfg.num_generations)
     kept = informative(uniform, cfg.max_uniform_group, cfg.prompts_per_step)
     print(f"rl: {len(kept)} of {len(rows)} clips kept (a group all of one outcome with "
           f"probability <= {cfg.max_uniform_group}); expected share of uniform groups "
           f"{uniform.mean():.0%} -> {uniform[kept].mean():.0%}", flush=True)
     return [rows[i] for i in kept]
+
+
+def sharded(score, n: int) -> np.ndarray:
+    """`score(indices) -> values` over range(n), each torch.distributed rank taking every
+    world-th index and all of them gathering the values in order (all of range(n) here
+    without a process group)."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return np.asarray(score(list(range(n))), dtype=float)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    mine = list(range(rank, n, world))
+    gathered: list = [None] * world
+    dist.all_gather_object(gathered, (mine, list(score(mine))))
+    out = np.full(n, np.nan)
+    for indices, values in gathered:
+        out[indices] = values
+    return out
 
 
 def build_trainer(params: Params, world: int, device: torch.device, scorer=None,
