@@ -52,7 +52,8 @@ def build_report(tmp_path, **meta):
     rows, cis = [], {}
     for name, pred in systems.items():
         m = point_metrics(gold, pred, LABELS)
-        rows.append({"system": name, **{k: m[k] for k in ("n", "wa", "ua", "macro_f1", "ece", "jsd")}})
+        columns = ("n", "wa", "ua", "macro_f1", "ece", "jsd")
+        rows.append({"system": name, **{k: m[k] for k in columns}})
         cis[name] = bootstrap_ci(gold, pred, LABELS, n_boot=100)
     table = pd.DataFrame(rows)
     images = {"confusion sft": confusion_png(gold, systems["sft"], LABELS,

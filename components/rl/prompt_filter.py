@@ -34,7 +34,7 @@ def gold_probabilities(model, tokenizer, rows: list[dict],
     sampling does); `audio_for`: utt_ids -> the model's audio inputs."""
     if temperature <= 0:
         raise ValueError(f"rl.temperature must be > 0, got {temperature}")
-    lead_ins = [_lead_in(tokenizer, row) for row in rows]  # a format it cannot read fails first
+    lead_ins = _lead_ins(tokenizer, rows)  # a format it cannot read fails before any work
     out = []
     model.to(device)
     was_training = model.training
@@ -65,17 +65,24 @@ def gold_probabilities(model, tokenizer, rows: list[dict],
     return np.array(out)
 
 
-def _lead_in(tokenizer, row: dict) -> tuple[list[int], int]:
-    """(the target's tokens before the label, the consensus label's first token)."""
-    if (row["format"], row["transcript_source"]) != ("explain_after", "asr"):
-        raise ValueError(
-            "rl.max_uniform_group needs the label first in the completion (sft.format "
-            f"explain_after, sft.transcript_source asr); this model writes {row['format']} / "
-            f"{row['transcript_source']}: set rl.max_uniform_group to 1 (no filter)")
-    labels = list(row["label_set"])
-    texts = label_continuations(row["format"], row["transcript_source"], labels)
-    shared, rests = split_label_tokens(tokenizer, [texts[label] for label in labels])
-    return shared, rests[labels.index(row["label"])][0]
+def _lead_ins(tokenizer, rows: list[dict]) -> list[tuple[list[int], int]]:
+    """Per row, (the target's tokens before the label, the consensus label's first token);
+    the label set's tokens are found once per task."""
+    parted: dict[tuple, tuple[list[int], list[list[int]]]] = {}
+    out = []
+    for row in rows:
+        task = (row["format"], row["transcript_source"], tuple(row["label_set"]))
+        if task[:2] != ("explain_after", "asr"):
+            raise ValueError(
+                "rl.max_uniform_group needs the label first in the completion (sft.format "
+                f"explain_after, sft.transcript_source asr); this model writes {task[0]} / "
+                f"{task[1]}: set rl.max_uniform_group to 1 (no filter)")
+        if task not in parted:
+            texts = label_continuations(task[0], task[1], task[2])
+            parted[task] = split_label_tokens(tokenizer, [texts[label] for label in task[2]])
+        shared, rests = parted[task]
+        out.append((shared, rests[task[2].index(row["label"])][0]))
+    return out
 
 
 def uniform_group_probability(p_gold: np.ndarray, group_size: int) -> np.ndarray:

@@ -151,6 +151,7 @@ def build_trainer(params: Params, world: int, device: torch.device, scorer=None,
     collator = SpeechCollator(tokenizer, source, task["labels"])
     cues = {c.utt_id: c for c in load_cues(Path(cfg.features), Path(cfg.manifest), cfg.splits)}
     rows = build_rows(examples, source, collator, manifest, cues, task["labels"])
+
     def audio_for(utt_ids: list[str]) -> dict:
         return source.batch(utt_ids)[0]
 
