@@ -17,7 +17,10 @@ reasoning reward counts). A finished run is read, not re-run, and so is an evalu
 scored every model asked for.
 
 Run: python benchmarks/bench_rl_quality.py --tag lr4_dev --set rl.learning_rate=0.0001
-     rl.splits=[dev] [--steps 40] [--folds 0 1 2] [--ablations none outcome_only] [--work DIR]
+     rl.splits=[dev] rl.calibrate=false [--steps 40] [--folds 0 1 2]
+     [--ablations none outcome_only] [--work DIR]
+(dev prompts leave no held-out clip to fit the policy's label temperature on:
+`rl.calibrate=false`, the policy's own probabilities)
 """
 import argparse
 import json

@@ -321,6 +321,10 @@ class SFTConfig:
     (0: the hard label). A model that gives its top label ~1 leaves GRPO's sampled answers
     nothing to disagree on (see `components.speechlm.train.smooth_labels`); on three RAVDESS
     speaker folds 0.1 cut ECE from 0.235 to 0.143 at the same UA."""
+    calibrate: bool = True
+    """Fit the label temperature on the dev clips after training and save it with the model
+    (`components.speechlm.calibration`): the label stays, its probabilities stop claiming
+    certainty the model does not have. False: the LM's own label probabilities."""
     activation_checkpointing: bool = False
     """Recompute each LM layer's activations in the backward pass instead of keeping them:
     less memory for a large LM on a GPU, one more forward pass per step; the same loss and
@@ -591,6 +595,11 @@ class RLConfig:
     """Leave out the clips whose G completions would all get the same outcome reward with a
     probability above this, by the SFT model's own label probability
     (`components.rl.prompt_filter`); 1: keep every clip."""
+    calibrate: bool = True
+    """Fit the policy's label temperature on the dev clips after training (as `sft.calibrate`;
+    GRPO sharpens the label probabilities). It needs dev clips the policy did not train on:
+    with dev in `splits`, set it to false (the policy's own probabilities; the SFT model's
+    temperature no longer fits them)."""
     activation_checkpointing: bool = False
     """Recompute the LM layers in the backward pass (TRL's default): less memory for a large
     LM on a GPU, one more forward per step; off for the bundled LM, which fits without it."""
@@ -611,6 +620,10 @@ class RLConfig:
         if not self.splits or not set(self.splits) <= {"train", "dev"} \
                 or len(set(self.splits)) < len(self.splits):
             raise ValueError(f"rl.splits must name train and/or dev once each, got {self.splits}")
+        if self.calibrate and "dev" in self.splits:
+            raise ValueError("rl.calibrate fits the label temperature on the dev clips, and "
+                             f"rl.splits {self.splits} trains on them: set rl.calibrate to "
+                             "false, or train on train only")
         if not 0.0 < self.max_uniform_group <= 1.0:
             raise ValueError(f"rl.max_uniform_group must be in (0, 1], got "
                              f"{self.max_uniform_group}")

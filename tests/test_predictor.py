@@ -40,7 +40,7 @@ def reference_probabilities(predictor, clip) -> np.ndarray:
         logp = predictor.model(input_ids=torch.tensor([ids]), **audio).logits[0].log_softmax(-1)
         start = len(prompt) + len(shared)
         scores.append(sum(float(logp[i - 1, ids[i]]) for i in range(start, len(ids))))
-    return torch.tensor(scores).softmax(-1).numpy()
+    return (torch.tensor(scores) / predictor.label_temperature).softmax(-1).numpy()
 
 
 def test_probabilities_are_the_labels_scores_and_the_label_is_their_argmax(predictor, clips):
@@ -121,6 +121,25 @@ def test_an_allowed_label_subset_renormalises_and_the_rationale_follows_it(predi
         predictor.allow(["joy", *allowed])
     with pytest.raises(ValueError, match="non-empty subset"):
         predictor.allow([])
+
+
+def test_the_folders_label_temperature_divides_the_scores_and_keeps_the_label(
+        trained, clips, tmp_path):
+    import shutil
+
+    from components.speechlm.io import set_label_temperature
+
+    answers = {}
+    for temperature in (None, 4.0):
+        folder = tmp_path / f"t{temperature}"
+        shutil.copytree(trained, folder)
+        set_label_temperature(folder, temperature)
+        answers[temperature] = load_predictor(folder).predict_clips(clips[1], rationale=False)
+    for raw, flat in zip(answers[None], answers[4.0]):
+        p = np.array([raw["probabilities"][x] for x in sorted(raw["probabilities"])])
+        q = np.array([flat["probabilities"][x] for x in sorted(flat["probabilities"])])
+        np.testing.assert_allclose(q, p ** 0.25 / (p ** 0.25).sum(), rtol=1e-4, atol=1e-6)
+        assert flat["label"] == raw["label"] and q.max() < p.max()
 
 
 def test_reason_first_models_score_the_label_after_their_reasoning(trained, clips, tmp_path):

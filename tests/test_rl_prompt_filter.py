@@ -30,7 +30,7 @@ def test_only_a_label_first_format_can_be_filtered():
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("bundled:smollm2-135m-instruct"))
     row = {"utt_id": "a", "prompt_ids": [1, 2], "label": "sad", "label_set": ["sad", "angry"],
            "format": "reason_first", "transcript_source": "asr"}
-    with pytest.raises(ValueError, match="rl.max_uniform_group needs the label first"):
+    with pytest.raises(ValueError, match="rl.max_uniform_group < 1 needs the label first"):
         gold_probabilities(None, tokenizer, [row], lambda ids: {}, 1.0, torch.device("cpu"))
 
 

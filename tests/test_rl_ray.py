@@ -61,6 +61,11 @@ def test_two_workers_stay_in_sync_and_log_every_figure(pipeline, trained, tmp_pa
     rl_halves = [v[:, sft_rank:] for k, v in stacked.items() if ".lora_B." in k]
     assert rl_halves and any(float(h.abs().max()) > 0 for h in rl_halves)
     assert not new_ray_processes(before)  # the local Ray is shut down
+    # the two workers scored half the dev clips each; the policy's temperature is saved
+    saved = json.loads((tmp_path / "rl" / "task.json").read_text())["label_temperature"]
+    assert saved == pytest.approx(summary["label_temperature"], rel=1e-5)
+    assert summary["calibration_clips"] == json.loads(
+        (trained / "eval.json").read_text())["calibration_clips"]
 
     mlflow.set_tracking_uri(params.tracking.tracking_uri)
     runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.stage = 'rl'",
@@ -70,6 +75,7 @@ def test_two_workers_stay_in_sync_and_log_every_figure(pipeline, trained, tmp_pa
     for name in LOGGED:
         history = client.get_metric_history(runs[0].info.run_id, name)
         assert len(history) == 2, name
+    assert runs[0].data.metrics["label_temperature"] == pytest.approx(saved, rel=1e-5)
     tables = [a.path for a in client.list_artifacts(runs[0].info.run_id, "completions")]
     assert tables, "no completion tables"
 
@@ -78,6 +84,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(pipeline, trained, tmp_pa
     params = tiny_rl_params(pipeline[0], trained, tmp_path)
     params.rl.rewards = {SPREAD: 1.0}
     params.rl.max_steps, params.rl.save_steps = 3, 1
+    params.rl.calibrate = False  # the policy's own probabilities, not the SFT model's temperature
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(as_dict(params)))
     folder = checkpoint_folder(params)
@@ -99,6 +106,8 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(pipeline, trained, tmp_pa
     labels = json.loads((trained / "task.json").read_text())["labels"]
     assert out["error"] is None and out["label"] in labels
     assert abs(sum(out["probabilities"].values()) - 1) < 1e-4
+    assert "label_temperature" in json.loads((trained / "task.json").read_text())
+    assert "label_temperature" not in json.loads((tmp_path / "rl" / "task.json").read_text())
 
 
 def test_the_local_rays_blind_cleaner_is_quiet_and_errors_still_show():

@@ -22,8 +22,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from components.device import to_device
-from components.speechlm.formats import label_continuations, split_label_tokens
+from components.speechlm.label_scores import score_label_position
 
 
 def gold_probabilities(model, tokenizer, rows: list[dict],
@@ -34,55 +33,14 @@ def gold_probabilities(model, tokenizer, rows: list[dict],
     sampling does); `audio_for`: utt_ids -> the model's audio inputs."""
     if temperature <= 0:
         raise ValueError(f"rl.temperature must be > 0, got {temperature}")
-    lead_ins = _lead_ins(tokenizer, rows)  # a format it cannot read fails before any work
-    out = []
-    model.to(device)
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start:start + batch_size]
-            token_rows, golds = [], []
-            for row, (shared, gold) in zip(chunk, lead_ins[start:start + batch_size]):
-                token_rows.append(list(row["prompt_ids"]) + shared)
-                golds.append(gold)
-            width = max(map(len, token_rows))
-            ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for i, tokens in enumerate(token_rows):  # right-padded: positions stay 0..n-1
-                ids[i, :len(tokens)] = torch.tensor(tokens)
-                mask[i, :len(tokens)] = 1
-            audio = to_device(audio_for([row["utt_id"] for row in chunk]), device)
-            rows_at = torch.arange(len(chunk), device=device)
-            with torch.no_grad():  # the LM head on each row's last position only
-                hidden = model.model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                     **audio).last_hidden_state
-                logits = model.lm_head(hidden[rows_at, mask.sum(1).to(device) - 1]).float()
-            p = (logits / temperature).softmax(-1)
-            out += p[rows_at, torch.tensor(golds, device=device)].tolist()
-    finally:
-        model.train(was_training)
-    return np.array(out)
 
+    def sampled(logits: torch.Tensor, tokens: torch.Tensor, gold: torch.Tensor) -> list:
+        gold_token = tokens.gather(1, gold[:, None])
+        return (logits / temperature).softmax(-1).gather(1, gold_token).squeeze(1).tolist()
 
-def _lead_ins(tokenizer, rows: list[dict]) -> list[tuple[list[int], int]]:
-    """Per row, (the target's tokens before the label, the consensus label's first token);
-    the label set's tokens are found once per task."""
-    parted: dict[tuple, tuple[list[int], list[list[int]]]] = {}
-    out = []
-    for row in rows:
-        task = (row["format"], row["transcript_source"], tuple(row["label_set"]))
-        if task[:2] != ("explain_after", "asr"):
-            raise ValueError(
-                "rl.max_uniform_group needs the label first in the completion (sft.format "
-                f"explain_after, sft.transcript_source asr); this model writes {task[0]} / "
-                f"{task[1]}: set rl.max_uniform_group to 1 (no filter)")
-        if task not in parted:
-            texts = label_continuations(task[0], task[1], task[2])
-            parted[task] = split_label_tokens(tokenizer, [texts[label] for label in task[2]])
-        shared, rests = parted[task]
-        out.append((shared, rests[task[2].index(row["label"])][0]))
-    return out
+    return np.array(score_label_position(
+        model, tokenizer, rows, audio_for, device, sampled,
+        needs="rl.max_uniform_group < 1", batch_size=batch_size))
 
 
 def uniform_group_probability(p_gold: np.ndarray, group_size: int) -> np.ndarray:

@@ -104,7 +104,9 @@ def run_rl(params: Params) -> dict:
             timing = read_run_stats(cfg.out) | {"train_minutes": round(minutes, 2)}
             write_run_stats(cfg.out, timing)
             summary = json.loads((Path(cfg.out) / SUMMARY_FILE).read_text()) | timing
-            mlflow.log_metric("train_minutes", minutes)
+            mlflow.log_metrics({"train_minutes": minutes, **{
+                k: v for k, v in summary.items()
+                if k.startswith(("label_temperature", "calibration_")) and v is not None}})
     finally:
         if started:
             ray.shutdown()

@@ -94,9 +94,9 @@ def keep_informative(model, tokenizer, rows: list[dict], audio_for, cfg, device)
 
 
 def sharded(score, n: int) -> np.ndarray:
-    """`score(indices) -> values` over range(n), each torch.distributed rank taking every
-    world-th index and all of them gathering the values in order (all of range(n) here
-    without a process group)."""
+    """`score(indices) -> values` (numbers or equal-length vectors) over range(n), each
+    torch.distributed rank taking every world-th index and all of them gathering the values
+    in order (all of range(n) here without a process group)."""
     import torch.distributed as dist
 
     if not dist.is_initialized() or dist.get_world_size() == 1:
@@ -105,10 +105,11 @@ def sharded(score, n: int) -> np.ndarray:
     mine = list(range(rank, n, world))
     gathered: list = [None] * world
     dist.all_gather_object(gathered, (mine, list(score(mine))))
-    out = np.full(n, np.nan)
+    out: list = [None] * n
     for indices, values in gathered:
-        out[indices] = values
-    return out
+        for i, value in zip(indices, values):
+            out[i] = value
+    return np.asarray(out, dtype=float)
 
 
 def build_trainer(params: Params, world: int, device: torch.device, scorer=None,
@@ -187,6 +188,22 @@ def build_trainer(params: Params, world: int, device: torch.device, scorer=None,
     return trainer, schedule, resume, rows
 
 
+def calibrated_on_dev(policy, tokenizer, params: Params, device: torch.device) -> dict:
+    """The trained policy's label temperature fitted on the dev clips (which `rl.calibrate`
+    keeps out of the prompts), scored in shares by the data-parallel workers; or
+    {"label_temperature": None} where the format cannot be calibrated. The RL folder is the
+    SFT folder with new weights: without this its task.json would keep the SFT model's
+    temperature, fitted to probabilities GRPO has since sharpened."""
+    from components.speechlm.calibration import announce, calibrate_folder_task
+    from components.speechlm.io import TASK_FILE
+
+    cfg = params.rl
+    task = json.loads((Path(cfg.sft) / TASK_FILE).read_text())
+    return announce("rl", calibrate_folder_task(policy, tokenizer, task, cfg.features,
+                                                cfg.frames, cfg.manifest, device,
+                                                params.base.seed, shard=sharded))
+
+
 def train_worker(config: dict) -> None:
     """The Ray Train loop (`config`: {"params": ..., "cwd": the project folder,
     "scorer_actor": name or None, "mlflow_run_id": ..., "tracking_uri": ...})."""
@@ -195,6 +212,7 @@ def train_worker(config: dict) -> None:
     from components.device import ray_worker_device
     from components.rl.adapters import write_rl_folder
     from components.rl.remote import RemoteScorer
+    from components.speechlm.io import set_label_temperature
 
     os.chdir(config["cwd"])  # params hold paths relative to the project
     params = params_from_dict(config["params"])
@@ -214,18 +232,22 @@ def train_worker(config: dict) -> None:
     if resume is not None:
         print(f"rl: resuming from {resume}", flush=True)
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    policy = trainer.accelerator.unwrap_model(trainer.model)
+    calibrated = calibrated_on_dev(policy, trainer.processing_class, params, device) \
+        if cfg.calibrate else {}
     history = [entry for entry in trainer.state.log_history if "reward/total" in entry]
-    digests = worker_digests(trainer.accelerator.unwrap_model(trainer.model), world)
+    digests = worker_digests(policy, world)
     summary = {"steps": trainer.state.global_step, "workers": world, "device": str(device),
                "workers_in_sync": len(set(digests)) == 1, "weights_digests": digests,
                "resumed_at_step": int(resume.name.rpartition("-")[2]) if resume else 0,
                "clips": len(rows), "schedule_on_at_end": schedule.on,
                "train_accuracy_at_end": schedule.accuracy,
                "first": untimed(history[0]) if history else {},
-               "last": untimed(history[-1]) if history else {}}
+               "last": untimed(history[-1]) if history else {}, **calibrated}
     if rank == 0:
-        lm = trainer.accelerator.unwrap_model(trainer.model).model.language_model
+        lm = policy.model.language_model
         write_rl_folder(Path(cfg.sft), _adapter_state(lm), _adapter_config(lm), Path(cfg.out))
+        set_label_temperature(cfg.out, calibrated.get("label_temperature"))
         (Path(cfg.out) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
         write_run_stats(cfg.out, {"seconds_per_step": step_seconds(history)})
     ray.train.report({k: v for k, v in summary.items() if isinstance(v, (int, float, bool))})

@@ -6,8 +6,11 @@ label set, transcriber, audio or text inputs), so prompts at prediction time mat
 it learned from. Every label is scored after the prompt and the text before the label
 ("Emotion: "); with one-token labels that is a single forward pass per batch and equals
 greedy decoding of the label, and the label reported is always the argmax of these
-probabilities. The rationale is then generated after the chosen label (`explain_after`), or
-first and the label scored after it (`reason_first`, or a model that writes the transcript).
+probabilities. The folder's label temperature (`label_temperature` in task.json, fitted on
+dev clips after training: `components.speechlm.calibration`) divides the label scores before
+the softmax; the argmax is the same. The rationale is then generated after the chosen label
+(`explain_after`), or first and the label scored after it (`reason_first`, or a model that
+writes the transcript).
 With one-token labels and a rationale after them, the scoring pass is the first step of the
 call that generates the rationale, so each prompt is encoded once.
 
@@ -42,6 +45,7 @@ from components.speechlm.formats import (
     NO_TRANSCRIPT,
     build_prompt,
     label_continuations,
+    label_first,
     neutralise,
     parse_output,
     split_label_tokens,
@@ -151,6 +155,9 @@ class Predictor:
         self.with_caption = bool(task.get("prosody_caption", False))
         """An audio model trained with the prosody caption in its prompt (`sft.prosody_caption`)."""
         self.max_new_tokens = max_new_tokens
+        self.label_temperature = float(task.get("label_temperature", 1.0))
+        """The label scores are divided by it before the softmax over the label set: fitted on
+        dev clips after training (`components.speechlm.calibration`); the argmax stays."""
         self.device = model.device
         """Where the model is: every input is moved there."""
         config = model.config
@@ -185,11 +192,13 @@ class Predictor:
                                  f"{self.labels}; not known: {unknown}")
         self._keep = None if labels is None else [x in set(labels) for x in self.labels]
 
-    def _kept(self, scores: torch.Tensor) -> torch.Tensor:
-        """[B, labels] label scores with the labels `allow` left out set to -inf."""
-        if self._keep is None:
-            return scores
-        return scores.masked_fill(~torch.tensor(self._keep, device=scores.device), -math.inf)
+    def _probabilities(self, scores: torch.Tensor) -> np.ndarray:
+        """[B, labels] probabilities of [B, labels] label log-probabilities: divided by the
+        label temperature and softmaxed over the labels `allow` keeps (the others get 0)."""
+        if self._keep is not None:
+            scores = scores.masked_fill(~torch.tensor(self._keep, device=scores.device),
+                                        -math.inf)
+        return (scores / self.label_temperature).softmax(-1).cpu().numpy()
 
     # ------------------------------------------------------------------ inputs
     def measure_audio(self, audio: list[np.ndarray], speakers: list[str | None] | None = None,
@@ -335,7 +344,7 @@ class Predictor:
             positions = torch.arange(width - n, width, device=self.device)
             totals.append(logp[r, positions - 1].gather(1, ids[r, positions][:, None]).sum())
         scores = torch.stack(totals).reshape(len(prompts), repeat)
-        return self._kept(scores).softmax(-1).cpu().numpy()
+        return self._probabilities(scores)
 
     def _label_tokens(self, continuations: list[tuple[list[int], list[list[int]]]],
                       ) -> torch.Tensor:
@@ -349,7 +358,7 @@ class Predictor:
         """[B, labels] probabilities of one-token labels from the [B, vocab] logits of the
         position after the shared text: their log-probabilities softmaxed over the label set."""
         scores = logits.float().log_softmax(-1).gather(1, self._label_tokens(continuations))
-        return self._kept(scores).softmax(-1).cpu().numpy()
+        return self._probabilities(scores)
 
     @torch.no_grad()
     def _score_and_generate(self, prompts: list[list[int]], audio: dict,
@@ -412,24 +421,24 @@ class Predictor:
     def _predict_batch(self, clips: list[ClipInput], rationale: bool,
                        histories: list[Turns] | None = None) -> list[dict]:
         prompts, audio = self.chat_inputs(clips, histories)
-        label_first = self.fmt == "explain_after" and self.source == "asr"
+        first = label_first(self.fmt, self.source)
         texts: list[str] = [""] * len(clips)
         transcripts: list[str | None] = [None] * len(clips)
         reasons: list[str | None] = [None] * len(clips)
-        if not label_first and (rationale or self.source == "model"):
+        if not first and (rationale or self.source == "model"):
             texts = self._generate(prompts, audio, clips)
             parsed = [parse_output(t, self.fmt, self.labels) for t in texts]
             transcripts = [p["transcript"] or "" for p in parsed]
             reasons = [p["rationale"] for p in parsed]
         continuations = self._continuations(transcripts, reasons)
-        fused = label_first and rationale and self.score_in_generate and \
+        fused = first and rationale and self.score_in_generate and \
             one_token_labels(continuations)
         if fused:
             probs, after = self._score_and_generate(prompts, audio, continuations, clips)
         else:
             probs = self._score(prompts, audio, continuations)
         chosen = [self.labels[int(i)] for i in probs.argmax(1)]
-        if label_first:
+        if first:
             heads = label_continuations(self.fmt, self.source, self.labels)
             if fused:
                 texts = [heads[label] + t for label, t in zip(chosen, after)]

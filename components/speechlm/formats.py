@@ -238,6 +238,12 @@ def answer_span(example: dict) -> tuple[int, int]:
     return len(before), len(before) + len(label)
 
 
+def label_first(fmt: str, transcript_source: str) -> bool:
+    """The answer starts with the label ("Emotion: angry"): nothing the model writes comes
+    before it, so the label can be scored right after the prompt."""
+    return fmt == "explain_after" and transcript_source == "asr"
+
+
 def label_continuations(fmt: str, transcript_source: str, label_set: list[str] | tuple[str, ...],
                         transcript: str | None = None,
                         rationale: str | None = None) -> dict[str, str]:

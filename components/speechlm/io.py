@@ -271,3 +271,15 @@ def write_task(folder: Path, fmt: str, transcript_source: str, labels: list[str]
         task["speech_embedding"] = speech_embedding
     (folder / TASK_FILE).write_text(json.dumps(task, indent=2) + "\n")
     shutil.copyfile(levels, folder / LEVELS_FILE)
+
+
+def set_label_temperature(folder: Path | str, temperature: float | None) -> None:
+    """Write the label temperature fitted for the model in `folder` into its task.json
+    (`components.speechlm.calibration`); None removes it (the LM's own probabilities)."""
+    path = Path(folder) / TASK_FILE
+    task = json.loads(path.read_text())
+    task.pop("label_temperature", None)
+    if temperature is not None:
+        task["label_temperature"] = round(float(temperature), 6)
+    path.write_text(json.dumps(task, indent=2) + "\n")
+

@@ -14,7 +14,9 @@ over, and the folder is removed once the model is saved. Early stopping on the d
 after training the evidence token's sharpening is chosen on the dev labels, and the dev
 clips are decoded: label accuracy against the majority-class rate
 (with the speaker known, and unknown: population-normalised prosody), well-formed share,
-prosody-perception accuracy against chance, and a table of sample generations.
+prosody-perception accuracy against chance, and a table of sample generations. Last, the
+label temperature is fitted on the dev clips (`components.speechlm.calibration`) and saved
+with the model.
 """
 from __future__ import annotations
 
@@ -43,7 +45,7 @@ from components.speechlm.batching import (
 )
 from components.speechlm.collate import AudioSource, SpeechCollator
 from components.speechlm.evidence_fit import prepare_evidence, prepare_level_evidence
-from components.speechlm.formats import PERCEPTION_TASKS, parse_output
+from components.speechlm.formats import PERCEPTION_TASKS, label_first, parse_output
 from components.speechlm.model import IGNORE
 from components.speechlm.pretrain import CLASSIFIER_FILE, freeze_warmed, pretrain_encoder
 from components.speechlm.prosody_vector import population_stats, save_stats, vector_names
@@ -130,8 +132,8 @@ def answer_tokens(cfg: SFTConfig) -> int:
 def label_tokens(cfg: SFTConfig) -> int:
     """New tokens that decode as far as the label: a few where it is written first
     ("Emotion: <label>"), else the whole answer."""
-    return LABEL_FIRST_TOKENS if cfg.format == "explain_after" and \
-        cfg.transcript_source == "asr" else answer_tokens(cfg)
+    return LABEL_FIRST_TOKENS if label_first(cfg.format, cfg.transcript_source) \
+        else answer_tokens(cfg)
 
 
 def choose_evidence_power(model, collator: SpeechCollator, dev_ser: list[dict],
@@ -160,6 +162,14 @@ def choose_evidence_power(model, collator: SpeechCollator, dev_ser: list[dict],
           f"{', '.join(f'{p:g}: {s:.3f}' for p, s in scores.items())})", flush=True)
     return {"evidence_power": best, "evidence_power_dev_ua": scores,
             "evidence_power_minutes": round((time.perf_counter() - start) / 60, 2)}
+
+
+def calibrated_on_dev(model, collator: SpeechCollator, dev: list[dict]) -> dict:
+    """The label temperature fitted on the dev clips (`components.speechlm.calibration`), or
+    {"label_temperature": None} where the format cannot be calibrated; either said in a line."""
+    from components.speechlm.calibration import announce, calibrate
+
+    return announce("sft", calibrate(model, collator, dev, model.device))
 
 
 def power_metrics(sharpened: dict) -> dict[str, float]:
@@ -353,7 +363,12 @@ def train_sft(params: Params, out: Path) -> dict:
     from transformers import EarlyStoppingCallback
     from trl import SFTConfig as TRLConfig
 
-    from components.speechlm.io import build_speechlm, save_speechlm, write_task
+    from components.speechlm.io import (
+        build_speechlm,
+        save_speechlm,
+        set_label_temperature,
+        write_task,
+    )
     from components.tracking import stage_run
 
     cfg = params.sft
@@ -457,6 +472,7 @@ def train_sft(params: Params, out: Path) -> dict:
             if cfg.evidence_token and len(cfg.evidence_power_grid) > 1 else {}
         result = evaluate(model, collator, dev, label_set, cfg,
                           [e["label"] for e in train if e["task"] == "ser"])
+        calibrated = calibrated_on_dev(model, collator, dev) if cfg.calibrate else {}
         save_speechlm(model, tokenizer, out)
         if (checkpoints / CLASSIFIER_FILE).exists():
             shutil.copy2(checkpoints / CLASSIFIER_FILE, out / CLASSIFIER_FILE)
@@ -465,10 +481,12 @@ def train_sft(params: Params, out: Path) -> dict:
         write_task(out, cfg.format, cfg.transcript_source, label_set, params.features.asr,
                    cfg.levels, prosody_caption=cfg.prosody_caption,
                    speech_embedding=params.features.speech_embedding)
+        set_label_temperature(out, calibrated.get("label_temperature"))
         summary = {
             "steps": trainer.state.global_step,
             **evidence,
             **sharpened,
+            **calibrated,
             "resumed_at_step": int(resume.name.rpartition("-")[2]) if resume else 0,
             "examples": split_summary(train + dev),
             **pretrained,
@@ -484,6 +502,7 @@ def train_sft(params: Params, out: Path) -> dict:
                             "majority_rate": result["majority_rate"],
                             "train_minutes": minutes,
                             **power_metrics(sharpened),
+                            **{k: v for k, v in calibrated.items() if v is not None},
                             **{f"perception_{t}": v for t, v in
                                result.get("perception_accuracy", {}).items()}})
         mlflow.log_table({k: [str(s[k]) for s in result["samples"]]
