@@ -194,14 +194,16 @@ def calibrated_on_dev(policy, tokenizer, params: Params, device: torch.device) -
     {"label_temperature": None} where the format cannot be calibrated. The RL folder is the
     SFT folder with new weights: without this its task.json would keep the SFT model's
     temperature, fitted to probabilities GRPO has since sharpened."""
+    import torch.distributed as dist
+
     from components.speechlm.calibration import announce, calibrate_folder_task
     from components.speechlm.io import TASK_FILE
 
     cfg = params.rl
     task = json.loads((Path(cfg.sft) / TASK_FILE).read_text())
-    return announce("rl", calibrate_folder_task(policy, tokenizer, task, cfg.features,
-                                                cfg.frames, cfg.manifest, device,
-                                                params.base.seed, shard=sharded))
+    fitted = calibrate_folder_task(policy, tokenizer, task, cfg.features, cfg.frames,
+                                   cfg.manifest, device, params.base.seed, shard=sharded)
+    return announce("rl", fitted, show=not dist.is_initialized() or dist.get_rank() == 0)
 
 
 def train_worker(config: dict) -> None:

@@ -140,9 +140,12 @@ def calibration_summary(log_probs: np.ndarray, gold: np.ndarray) -> dict:
             "calibration_nll_after": label_nll(log_probs, gold, temperature)}
 
 
-def announce(stage: str, fitted: dict | None) -> dict:
-    """Print what the calibration of `stage` did and return the fields for its summary
-    ({"label_temperature": None} where nothing was fitted)."""
+def announce(stage: str, fitted: dict | None, show: bool = True) -> dict:
+    """Print what the calibration of `stage` did (when `show`: one worker of several says it)
+    and return the fields for its summary ({"label_temperature": None} where nothing was
+    fitted)."""
+    if not show:
+        return fitted or {"label_temperature": None}
     if fitted is None:
         print(f"{stage}: label probabilities not calibrated (the model's format does not "
               "score the label right after the prompt, or a label is more than one token)",
