@@ -1,6 +1,7 @@
 """The evaluate stage on a tiny pipeline: every system scored on the same test clips, the
 outputs DVC and people read, and one MLflow run per system with the same metric names."""
 import json
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -59,6 +60,10 @@ def test_every_system_is_scored_on_the_same_test_clips(evaluated):
     assert metrics["systems"]["sft"]["well_formed"] is not None
     assert "grounding" not in metrics["systems"]["egemaps_lr_speaker"]
     assert metrics["fitted"]["egemaps_lr_speaker"]["C"] in Params().evaluate.lr_c_grid
+    # the temperature each model's probabilities were scaled by (none for the zero-shot LM)
+    assert metrics["fitted"]["sft"]["label_temperature"] == json.loads(
+        (Path(metrics["fitted"]["sft"]["folder"]) / "task.json").read_text())["label_temperature"]
+    assert metrics["fitted"]["zeroshot"]["label_temperature"] is None
     pairs = {(p["a"], p["b"], p["metric"]) for p in metrics["pvalues"]}
     assert ("sft", "egemaps_lr_speaker", "ua") in pairs
     assert all(0 < p["p"] <= 1 for p in metrics["pvalues"])

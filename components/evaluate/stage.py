@@ -310,7 +310,9 @@ def collect_systems(params: Params, rows: pd.DataFrame, evaluated: pd.DataFrame,
         if model_labels != labels:
             raise ValueError(f"{folder} was trained on labels {model_labels}, the manifest has "
                              f"{labels}: evaluate it with `emoreason evaluate --model`")
-        info[name] = {"folder": str(folder), "seconds": round(time.perf_counter() - start, 1)}
+        task = json.loads((folder / "task.json").read_text())
+        info[name] = {"folder": str(folder), "label_temperature": task.get("label_temperature"),
+                      "seconds": round(time.perf_counter() - start, 1)}
         print(f"evaluate: {name} scored {len(ids)} clips in {info[name]['seconds']} s")
     return systems, info
 
