@@ -170,6 +170,21 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients(pipeline, mo
         assert torch.allclose(grads[name], grad, rtol=1e-4, atol=1e-6), name
 
 
+def test_the_stage_has_the_trainer_checkpoint_activations_when_asked(pipeline, tmp_path,
+                                                                    monkeypatch):
+    from components.speechlm.model import SpeechLMForCausalLM
+
+    root, *_, tiny = pipeline
+    params = sft_params(root, tiny)
+    params.sft.activation_checkpointing, params.sft.max_steps = True, 1
+    params.sft.checkpoint_dir = str(tmp_path / "checkpoints")
+    enable, calls = SpeechLMForCausalLM.activation_checkpointing_enable, []
+    monkeypatch.setattr(SpeechLMForCausalLM, "activation_checkpointing_enable",
+                        lambda self, *a, **k: calls.append(k) or enable(self, *a, **k))
+    assert train_sft(params, tmp_path / "model")["steps"] == 1
+    assert len(calls) == 1
+
+
 def test_collator_weights_the_rationales_claims_about_the_voice(pipeline):
     """With `claim_weight`, the tokens of each level the rationale states ("the voice is loud")
     carry it; the label keeps `answer_weight`, the other words 1, perception answers no claims."""
