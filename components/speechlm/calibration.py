@@ -147,9 +147,9 @@ def announce(stage: str, fitted: dict | None, show: bool = True) -> dict:
     if not show:
         return fitted or {"label_temperature": None}
     if fitted is None:
-        print(f"{stage}: label probabilities not calibrated (the model's format does not "
-              "score the label right after the prompt, or a label is more than one token)",
-              flush=True)
+        print(f"{stage}: label probabilities not calibrated (no labelled dev clip, or the "
+              "model's format does not score the label right after the prompt, or a label is "
+              "more than one token)", flush=True)
         return {"label_temperature": None}
     print(f"{stage}: label temperature {fitted['label_temperature']:.3f} fitted on "
           f"{fitted['calibration_clips']} dev clips (NLL {fitted['calibration_nll_before']:.3f}"
