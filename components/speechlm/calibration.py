@@ -65,6 +65,13 @@ def label_log_probs(model, tokenizer, rows: list[dict],
     return np.asarray(out, dtype=float).reshape(len(rows), -1)
 
 
+def scorable(tokenizer, labels: list[str], fmt: str, transcript_source: str) -> bool:
+    """The label is scored right after the prompt (label-first format) and each label is one
+    token there: the case the serving predictor scores in one forward pass."""
+    return label_first(fmt, transcript_source) and labels_are_one_token(
+        tokenizer, labels, fmt, transcript_source)
+
+
 def example_rows(examples: list[dict], collator) -> list[dict]:
     """`label_scores` rows of the SER examples with a label, one per clip: the prompts the
     model was trained on (`collator`: the SpeechCollator of its task)."""
@@ -90,11 +97,8 @@ def calibrate(model, collator, examples: list[dict], device: torch.device,
     `shard(score, n)`: scores rows 0..n-1 (`score(indices) -> values`), e.g. split among
     data-parallel workers; default: all here."""
     rows = example_rows(examples, collator)
-    if not rows:
-        return None
-    fmt, source = rows[0]["format"], rows[0]["transcript_source"]
-    if not label_first(fmt, source) or not labels_are_one_token(
-            collator.tokenizer, collator.label_set, fmt, source):
+    if not rows or not scorable(collator.tokenizer, collator.label_set, rows[0]["format"],
+                                rows[0]["transcript_source"]):
         return None
 
     def score(indices: list[int]) -> list:
@@ -118,6 +122,8 @@ def calibrate_folder_task(model, tokenizer, task: dict, features: str, frames: s
     from components.speechlm.collate import AudioSource, SpeechCollator
     from components.speechlm.sft_data import SftDataConfig, build_sft_examples
 
+    if not scorable(tokenizer, task["labels"], task["format"], task["transcript_source"]):
+        return None  # before reading any clip
     table, meta = read_manifest(manifest)
     feats = pd.read_parquet(features)
     cfg = SftDataConfig(fmt=task["format"], transcript_source=task["transcript_source"],
@@ -155,4 +161,3 @@ def announce(stage: str, fitted: dict | None, show: bool = True) -> dict:
           f"{fitted['calibration_clips']} dev clips (NLL {fitted['calibration_nll_before']:.3f}"
           f" -> {fitted['calibration_nll_after']:.3f})", flush=True)
     return fitted
-

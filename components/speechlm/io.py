@@ -282,4 +282,3 @@ def set_label_temperature(folder: Path | str, temperature: float | None) -> None
     if temperature is not None:
         task["label_temperature"] = round(float(temperature), 6)
     path.write_text(json.dumps(task, indent=2) + "\n")
-
