@@ -20,7 +20,8 @@ def record_linear_outputs(model) -> list[tuple[torch.dtype, bool]]:
     """(dtype, grad enabled) of every output of the language model's first query projection."""
     seen = []
     linear = next(m for n, m in model.named_modules() if n.endswith("q_proj.base_layer"))
-    linear.register_forward_hook(lambda m, a, out: seen.append((out.dtype, torch.is_grad_enabled())))
+    linear.register_forward_hook(
+        lambda m, a, out: seen.append((out.dtype, torch.is_grad_enabled())))
     return seen
 
 
@@ -69,7 +70,8 @@ def test_a_grpo_step_runs_under_bf16_autocast_with_audio_in_every_forward(
     trainer, *_ = build_trainer(params, 1, torch.device("cpu"))
     assert trainer.args.bf16 and trainer.args.use_cpu
     model = trainer.model
-    audio, forwards, before = spy_audio_forwards(model), record_linear_outputs(model), trainable(model)
+    audio, forwards = spy_audio_forwards(model), record_linear_outputs(model)
+    before = trainable(model)
     trainer.train()
     assert trainer.state.global_step == 1
     assert len(audio) >= 3  # generation's prefill, the reference log-probs, the loss forward
