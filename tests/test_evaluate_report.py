@@ -99,3 +99,15 @@ def test_html_report_warns_about_jsd_only_where_each_clip_has_one_vote(tmp_path)
     warning = "jsd is the distance from that one label"
     assert warning not in build_report(tmp_path, votes_per_clip=22 / 7)[0]
     assert warning in build_report(tmp_path, votes_per_clip=1.0)[0]
+
+
+def test_html_report_shows_what_each_system_fitted_a_line_each(tmp_path):
+    fitted = {"egemaps_lr_speaker": {"C": 0.1, "dev_ua": {"0.1": 0.64031, "1.0": 0.5528}},
+              "zeroshot": {"folder": "models/zeroshot", "label_temperature": None},
+              "sft": {"folder": "models/sft", "label_temperature": 2.38242}}
+    page = build_report(tmp_path, fitted=fitted)[0]
+    assert ("<div><b>egemaps_lr_speaker</b> C 0.1, dev_ua (0.1 0.6403, 1.0 0.5528)</div>"
+            in page)
+    assert "<div><b>zeroshot</b> folder models/zeroshot, label_temperature none</div>" in page
+    assert "<div><b>sft</b> folder models/sft, label_temperature 2.382</div>" in page
+    assert "{" not in page.split("<dl")[1].split("</dl>")[0]  # no Python dict left in it

@@ -223,14 +223,33 @@ def _data_uri(path: Path | str) -> str:
     return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
 
 
+def _plain(value) -> str:
+    """A nested value as one line: `key value` pairs, a nested mapping in parentheses,
+    floats to 4 significant digits, None as "none"."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k} ({_plain(v)})" if isinstance(v, dict) else f"{k} {_plain(v)}"
+                         for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(_plain, value))
+    if value is None:
+        return "none"
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):.4g}"
+    return str(value)
+
+
 def _meta(meta: dict) -> str:
+    """The run's facts; a mapping (e.g. what each system fitted) as one line per key."""
     keys = [k for k in META_ORDER if k in meta] + [k for k in meta if k not in META_ORDER]
     items = []
     for k in keys:
         value = meta[k]
-        if isinstance(value, (list, tuple)):
-            value = ", ".join(map(str, value))
-        items.append(f"<dt>{_esc(k)}</dt><dd>{_esc(value)}</dd>")
+        if isinstance(value, dict):
+            text = "".join(f"<div><b>{_esc(name)}</b> {_esc(_plain(v))}</div>"
+                           for name, v in value.items())
+        else:
+            text = _esc(_plain(value))
+        items.append(f"<dt>{_esc(k)}</dt><dd>{text}</dd>")
     return f'<dl class="meta">{"".join(items)}</dl>'
 
 
