@@ -94,12 +94,15 @@ def reliability_png(reliability_df: pd.DataFrame, path: Path | str, title: str) 
         ax.plot(full["confidence"], full["confidence"], "o", color="#DD8452", markersize=4,
                 label="mean confidence")
         for x, acc, n in zip(left + width / 2, full["accuracy"], full["count"]):
-            ax.text(x, min(acc + 0.02, 0.97), str(int(n)), ha="center", fontsize=7)
-        ax.legend(loc="upper left", fontsize=8)
+            ax.text(x, acc + 0.01, str(int(n)), ha="center", va="bottom", fontsize=7)
+        # below the axes: inside, it hid the bars of sure, right bins
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, fontsize=8,
+                  frameon=False)
     else:
         ax.text(0.5, 0.5, "no label probabilities", ha="center", va="center")
     ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.07)  # room for the count over a bar at accuracy 1
+    ax.set_yticks(np.linspace(0, 1, 6))
     ax.set_xlabel("top-1 probability")
     ax.set_ylabel("accuracy vs consensus")
     ax.set_title(title)
