@@ -2,6 +2,7 @@
 rationales) and a tiny SpeechLM trained on it, shared by the SFT, prediction and evaluation
 tests (session-scoped: built once)."""
 import pytest
+import torch
 
 from components.config import FeaturesConfig, Params, SplitConfig
 from components.distill.cache import GenerationCache
@@ -54,3 +55,34 @@ def trained(pipeline, tmp_path_factory):
     out = tmp_path_factory.mktemp("trained") / "sft"
     train_sft(sft_params(root, tiny), out)
     return out
+
+
+def trainable(model) -> dict:
+    """Name -> a copy of each trainable parameter, to compare with after a step."""
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def moved_parameters(before: dict, model) -> list[str]:
+    """The names of the parameters in `before` that `model` now holds other values for."""
+    after = dict(model.named_parameters())
+    return [n for n, p in before.items() if not torch.equal(p, after[n].detach().to(p.device))]
+
+
+def train_recording(params: Params, out, patch, on_build=None) -> tuple[dict, dict]:
+    """`train_sft(params, out)` and what it built: {"model", "before": its trainable
+    parameters as built}; `on_build(model)` runs before training (e.g. to hook it);
+    `patch`: a pytest MonkeyPatch."""
+    from components.speechlm import io
+    from components.speechlm.train import train_sft
+
+    build, built = io.build_speechlm, {}
+
+    def recording_build(*args, **kwargs):
+        model, tokenizer = build(*args, **kwargs)
+        built["model"], built["before"] = model, trainable(model)
+        if on_build is not None:
+            on_build(model)
+        return model, tokenizer
+
+    patch.setattr(io, "build_speechlm", recording_build)
+    return train_sft(params, out), built

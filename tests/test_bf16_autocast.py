@@ -7,7 +7,7 @@ import torch
 
 import components.device
 from tests.rl_fixture import SPREAD, spy_audio_forwards, tiny_rl_params
-from tests.sft_fixture import sft_params
+from tests.sft_fixture import moved_parameters, sft_params, train_recording, trainable
 
 pytestmark = pytest.mark.slow
 
@@ -25,37 +25,26 @@ def record_linear_outputs(model) -> list[tuple[torch.dtype, bool]]:
     return seen
 
 
-def trainable(model) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-
-
 def test_sft_trains_under_bf16_autocast(pipeline, tmp_path, monkeypatch):
-    from components.speechlm import io, train
+    from components.speechlm import train
 
-    built = {}
-
-    def recording_build(*args, **kwargs):
-        model, tokenizer = build(*args, **kwargs)
-        built["model"], built["before"] = model, trainable(model)
-        built["forwards"] = record_linear_outputs(model)
-        return model, tokenizer
-
-    build = io.build_speechlm
-    monkeypatch.setattr(io, "build_speechlm", recording_build)
     monkeypatch.setattr(train, "trainer_precision", bf16_on_the_cpu)
     root, *_, tiny = pipeline
     params = sft_params(root, tiny)
     params.sft.max_steps, params.sft.encoder_pretrain_epochs = 2, 1
     params.sft.checkpoint_dir = str(tmp_path / "checkpoints")
-    summary = train.train_sft(params, tmp_path / "sft")
+    hooked = {}
+    summary, built = train_recording(
+        params, tmp_path / "sft", monkeypatch,
+        lambda model: hooked.update(forwards=record_linear_outputs(model)))
     assert summary["steps"] == 2
-    model, forwards = built["model"], built["forwards"]
+    model, forwards = built["model"], hooked["forwards"]
     assert (torch.bfloat16, True) in forwards  # the training forwards ran in bf16
     assert {p.dtype for p in model.parameters()} == {torch.float32}
-    after = dict(model.named_parameters())
-    moved = [n for n, p in built["before"].items() if not torch.equal(p, after[n].detach())]
+    moved = moved_parameters(built["before"], model)
     for part in ("lora_B", "projector"):
         assert any(part in n for n in moved), part
+    after = dict(model.named_parameters())
     assert all(torch.isfinite(after[n]).all() for n in moved)
     assert (tmp_path / "sft" / "adapter_model.safetensors").exists()
 
@@ -78,7 +67,6 @@ def test_a_grpo_step_runs_under_bf16_autocast_with_audio_in_every_forward(
     # every forward in bf16: generation and the reference without gradients, the loss with them
     assert {dtype for dtype, _ in forwards} == {torch.bfloat16}
     assert {grad for _, grad in forwards} == {False, True}
-    moved = [n for n, p in model.named_parameters() if p.requires_grad
-             and not torch.equal(before[n], p.detach())]
-    assert moved and all("lora_" in n and p.dtype == torch.float32 and torch.isfinite(p).all()
-                         for n, p in model.named_parameters() if n in moved)
+    moved, after = moved_parameters(before, model), dict(model.named_parameters())
+    assert moved and all("lora_" in n and after[n].dtype == torch.float32
+                         and torch.isfinite(after[n]).all() for n in moved)

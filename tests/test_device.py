@@ -15,6 +15,7 @@ from components.device import (
     trainer_precision,
     training_dtype,
 )
+from tests.sft_fixture import moved_parameters
 
 CUDA, CPU, MPS = torch.device("cuda", 0), torch.device("cpu"), torch.device("mps")
 
@@ -183,26 +184,14 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 def cuda_sft(pipeline, tmp_path_factory):
     """A tiny SFT run with base.device cuda: (model folder, summary, the trained model, its
     trainable parameters as built, on the CPU)."""
-    from components.speechlm import io
-    from components.speechlm.train import train_sft
-    from tests.sft_fixture import sft_params
+    from tests.sft_fixture import sft_params, train_recording
 
     root, *_, tiny = pipeline
     params = sft_params(root, tiny)
     params.base.device = "cuda"
-    build, built = io.build_speechlm, {}
-
-    def recording_build(*args, **kwargs):
-        model, tokenizer = build(*args, **kwargs)
-        built["model"] = model
-        built["before"] = {n: p.detach().clone() for n, p in model.named_parameters()
-                           if p.requires_grad}
-        return model, tokenizer
-
     out = tmp_path_factory.mktemp("cuda_sft") / "sft"
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(io, "build_speechlm", recording_build)
-        summary = train_sft(params, out)
+        summary, built = train_recording(params, out, patch)
     return out, summary, built["model"], built["before"]
 
 
@@ -214,8 +203,7 @@ def test_sft_trains_on_the_gpu(cuda_sft):
     assert summary["steps"] == 3 and "pretrain_dev_accuracy" in summary  # warm-up ran too
     assert {p.device for p in model.parameters()} == {CUDA}
     assert {p.dtype for p in model.parameters()} == {torch.float32}  # bf16 is autocast only
-    after = dict(model.named_parameters())
-    moved = [n for n, p in before.items() if not torch.equal(p, after[n].detach().cpu())]
+    moved = moved_parameters(before, model)
     for part in ("lora_B", "audio_encoder", "projector"):
         assert any(part in n for n in moved), part
     assert (out / "adapter_model.safetensors").exists() and (out / "eval.json").exists()

@@ -6,6 +6,7 @@ import torch
 
 from components.device import trainer_precision
 from tests.rl_fixture import SPREAD, spy_audio_forwards, tiny_rl_params
+from tests.sft_fixture import moved_parameters, trainable
 
 CUDA = torch.device("cuda", 0)
 pytestmark = [pytest.mark.gpu, pytest.mark.slow,
@@ -21,14 +22,13 @@ def test_a_grpo_step_runs_on_the_gpu_with_audio_in_every_forward(pipeline, train
     assert trainer.args.bf16 == trainer_precision(CUDA)["bf16"] and not trainer.args.use_cpu
     model = trainer.model
     seen = spy_audio_forwards(model)
-    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    before = trainable(model)
     trainer.train()
     assert trainer.state.global_step == 1
     assert {p.device for p in model.parameters()} == {CUDA}
     # generation's prefill, the reference log-probs and the loss forward, all with audio on CUDA
     assert len(seen) >= 3 and set(seen) == {(CUDA, CUDA)}
-    moved = [n for n, p in model.named_parameters() if p.requires_grad
-             and not torch.equal(before[n], p.detach())]
+    moved = moved_parameters(before, model)
     assert moved and all("lora_" in n and "language_model" in n for n in moved)
 
 
